@@ -1,0 +1,50 @@
+# Two commands do everything on a fresh machine (see README):
+#   make run    — install into .venv and run the whole default study with all cores
+#   make test   — install into .venv (with the test extra) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+PROFILE ?= workflow/profiles/local
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test lint format dryrun clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first, from the pinned CPU build, so no dependency can pull a different (CUDA) torch.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/snakemake --cores $(CORES) --profile $(PROFILE)
+
+test: install-test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+dryrun: install
+	$(BIN)/snakemake -n --cores $(CORES) --profile $(PROFILE)
+
+lint: install-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/snakemake --lint --cores 1
+	$(BIN)/snakefmt --check Snakefile rules
+
+format: install-test
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/snakefmt Snakefile rules
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,18 @@
+# latentmech workflow: see README.md. Run with `make run` or
+#   snakemake --cores all --profile workflow/profiles/local
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/dic.smk"
+
+
+rule all:
+    input:
+        dic_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""Ground floor shared by every study: storage, training, layers, metrics, plots. Knows no study."""

@@ -1,0 +1,65 @@
+"""Helpers for workflow tests: run Snakemake on a tiny config in a scratch directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the repository's workflow with ``workdir`` as working directory and its config.yaml."""
+    command = [
+        SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
+    ]  # fmt: skip
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str, int]:
+    """Rule → number of jobs a dry run would execute (empty when there is nothing to do)."""
+    result = snakemake(workdir, "--dry-run", *args, env=env)
+    text = result.stdout + result.stderr
+    counts: dict[str, int] = {}
+    table = re.search(r"Job stats:\n(.*?)\n\n", text, flags=re.S)
+    if table is None:
+        return counts
+    for line in table.group(1).splitlines():
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if match and match.group(1) not in ("total", "job"):
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def tiny_synthetic_config(results: str = "results") -> dict[str, Any]:
+    """Two materials, one training and one validation specimen, two steps, 96-px maps."""
+    with open(REPO / "config.yaml", encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    dic = config["dic"]
+    dic["synthetic"]["train_specimens"] = 1
+    dic["synthetic"]["validation_specimens"] = 1
+    dic["synthetic"]["map"]["shape_px"] = [96, 96]
+    materials = dic["synthetic"]["materials"][:2]
+    for material in materials:
+        material["strain_pct"] = material["strain_pct"][-2:]
+    dic["synthetic"]["materials"] = materials
+    config["results"] = results
+    return config

@@ -1,0 +1,83 @@
+"""Atomic writes, zarr v3 layout with named dimensions, provenance and code digests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+from latentmech.core.digest import code_digest
+from latentmech.core.store import atomic_path, open_zarr, provenance, read_table, write_table, write_zarr
+
+
+def _dataset() -> xr.Dataset:
+    return xr.Dataset(
+        {"exx": (("y", "x"), np.arange(12, dtype=np.float32).reshape(3, 4), {"units": "1"})},
+        coords={"y": ("y", [0.25, 0.75, 1.25], {"units": "µm"}), "x": np.arange(4) * 0.5,
+                "label": ("y", np.array(["a", "bb", "c"]))},
+    )  # fmt: skip
+
+
+def test_zarr_v3_round_trip_with_named_dimensions_and_attrs(tmp_path: Path) -> None:
+    target = tmp_path / "map.zarr"
+    write_zarr(_dataset(), target, provenance("stage", {"sigma": 3}, "abc"))
+    group = zarr.open_group(target, mode="r")
+    assert group.metadata.zarr_format == 3
+    assert group["exx"].metadata.dimension_names == ("y", "x")
+    with _no_warnings():
+        opened = xr.open_zarr(target)  # a user's plain call: no consolidation warning
+    assert opened["exx"].dims == ("y", "x")
+    assert opened["y"].attrs["units"] == "µm"
+    assert list(opened["label"].values) == ["a", "bb", "c"]
+    assert json.loads(opened.attrs["latentmech_settings"]) == {"sigma": 3}
+    assert opened.attrs["latentmech_code_digest"] == "abc"
+    np.testing.assert_array_equal(open_zarr(target)["exx"].values, _dataset()["exx"].values)
+
+
+class _no_warnings:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def test_failed_write_leaves_no_output_and_keeps_the_old_one(tmp_path: Path) -> None:
+    target = tmp_path / "table.csv"
+    write_table(pd.DataFrame({"a": [1]}), target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert read_table(target)["a"].tolist() == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_atomic_replace_of_a_directory(tmp_path: Path) -> None:
+    target = tmp_path / "a.zarr"
+    write_zarr(_dataset(), target)
+    write_zarr(_dataset().assign(exx=lambda d: d.exx * 2), target)
+    assert float(open_zarr(target)["exx"].max()) == 22.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr"]
+
+
+def test_open_zarr_names_a_missing_store(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing.zarr"):
+        open_zarr(tmp_path / "nothing.zarr")
+
+
+def test_code_digest_follows_content_not_names() -> None:
+    one = code_digest("core/store.py")
+    assert one == code_digest("core/store.py")
+    assert one != code_digest("core/errors.py")
+    assert code_digest("core/store.py", "core/errors.py") == code_digest("core/errors.py", "core/store.py")
+    with pytest.raises(FileNotFoundError):
+        code_digest("core/nonexistent.py")

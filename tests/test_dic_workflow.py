@@ -1,0 +1,160 @@
+"""The HR-DIC workflow end to end on tiny configs: outputs, incremental reruns, real DaVis maps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from tests.helpers import REPO, planned_jobs, snakemake, tiny_synthetic_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic study run once; tests below read its outputs or dry-run on top of it."""
+    workdir = tmp_path_factory.mktemp("synthetic")
+    write_config(workdir / "config.yaml", tiny_synthetic_config())
+    snakemake(workdir)
+    return workdir
+
+
+def test_outputs_of_the_synthetic_study(synthetic_run: Path) -> None:
+    dic = synthetic_run / "results" / "dic"
+    windows = xr.open_zarr(dic / "windows.zarr")
+    assert dict(windows.sizes) == {"window": 8 * 9, "wy": 32, "wx": 32}
+    for name in ("exx", "intensity", "direction_cos", "direction_sin", "rotation", "valid", "events"):
+        assert windows[name].dims == ("window", "wy", "wx"), name
+    assert float(windows["wx"][1] - windows["wx"][0]) == 0.5  # µm
+    table = pd.read_csv(dic / "windows.csv")
+    assert set(table.loc[table["role"] == "validation", "split"]) == {"none"}
+    train = table[table["role"] == "train"]
+    for _material, group in train.groupby("material"):
+        counts = group["split"].value_counts()
+        assert counts["train"] + counts["val"] + counts["test"] == 18
+        assert counts["train"] == round(0.7 * 18)
+    np.testing.assert_array_equal(windows["split"].values, table["split"].values)
+    assert (dic / "figures" / "modalities_W_Nickel600.png").stat().st_size > 10_000
+    materials = pd.read_csv(dic / "materials.tsv", sep="\t")
+    assert list(materials.columns) == ["material", "YS", "Q", "b", "UTS", "El", "FS"]
+
+
+def test_events_recover_the_generated_bands(synthetic_run: Path) -> None:
+    scores = pd.read_csv(synthetic_run / "results" / "dic" / "events" / "scores.csv")
+    totals = scores[["n_truth", "n_matched_truth", "n_detected", "n_matched_detected"]].sum()
+    assert totals["n_truth"] > 20
+    assert totals["n_matched_truth"] / totals["n_truth"] >= 0.6
+    assert totals["n_matched_detected"] / totals["n_detected"] >= 0.6
+
+
+def test_second_dry_run_has_nothing_to_do(synthetic_run: Path) -> None:
+    assert planned_jobs(synthetic_run) == {}
+
+
+def test_touching_code_reruns_nothing(synthetic_run: Path) -> None:
+    (REPO / "src" / "latentmech" / "dic" / "prep.py").touch()
+    assert planned_jobs(synthetic_run) == {}
+
+
+def test_changing_the_blur_reruns_preprocessing_and_what_follows_only(synthetic_run: Path) -> None:
+    config = tiny_synthetic_config()
+    config["dic"]["prep"]["exx"]["blur_sigma_px"] = 2.0
+    alternative = synthetic_run / "config.yaml"
+    original = alternative.read_text()
+    write_config(alternative, config)
+    try:
+        jobs = planned_jobs(synthetic_run)
+    finally:
+        alternative.write_text(original)
+    assert jobs == {"dic_preprocess": 8, "dic_detect_events": 8, "dic_windows": 1, "dic_event_scores": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# sample sheets
+
+
+def _write_sample(folder: Path, name: str, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    exx = rng.normal(0.005, 0.001, (64, 96))
+    exx[:3, :3] = np.nan
+    intensity = np.zeros((64, 96))
+    intensity[20:22, 10:60] = 40.0
+    np.save(folder / f"{name}_exx.npy", exx)
+    np.save(folder / f"{name}_int.npy", intensity)
+    return f"{name}\tM1\tA\t{seed}\t{0.2 * seed}\t{300 + seed}\ttrain\t0.25\t{name}_exx.npy\t{name}_int.npy\n"
+
+
+def _sheet_config(workdir: Path) -> dict:
+    config = tiny_synthetic_config()
+    config["dic"].update(source="sheet", samples=str(workdir / "samples.tsv"), modalities=["exx", "intensity"])
+    return config
+
+
+def test_adding_a_sample_runs_only_its_jobs_and_the_aggregates(tmp_path: Path) -> None:
+    header = "sample\tmaterial\tspecimen\tstep\tstrain_pct\tstress_mpa\trole\tpixel_size_um\texx\tintensity\n"
+    rows = [_write_sample(tmp_path, f"S{i}", i) for i in (1, 2)]
+    (tmp_path / "samples.tsv").write_text(header + "".join(rows))
+    write_config(tmp_path / "config.yaml", _sheet_config(tmp_path))
+    snakemake(tmp_path)
+    raw = xr.open_zarr(tmp_path / "results" / "dic" / "raw" / "S1.zarr")
+    assert raw.attrs["stress_mpa"] == 301 and raw.attrs["pixel_size_um"] == 0.25
+    assert bool(np.isnan(raw["exx"].values[0, 0]))
+    rows.append(_write_sample(tmp_path, "S3", 3))
+    (tmp_path / "samples.tsv").write_text(header + "".join(rows))
+    jobs = planned_jobs(tmp_path)
+    assert jobs == {"dic_ingest": 1, "dic_preprocess": 1, "dic_detect_events": 1, "dic_windows": 1}
+
+
+def test_bad_sample_sheet_stops_before_any_job(tmp_path: Path) -> None:
+    header = "sample\tmaterial\tspecimen\tstep\tstrain_pct\tstress_mpa\trole\tpixel_size_um\texx\tintensity\n"
+    row = _write_sample(tmp_path, "S1", 1)
+    (tmp_path / "samples.tsv").write_text(header + row + row)
+    write_config(tmp_path / "config.yaml", _sheet_config(tmp_path))
+    result = snakemake(tmp_path, check=False)
+    assert result.returncode != 0
+    assert "duplicate sample id 'S1'" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_config_key_stops_with_its_name(tmp_path: Path) -> None:
+    config = tiny_synthetic_config()
+    config["dic"]["windows"]["sise_px"] = 3
+    write_config(tmp_path / "config.yaml", config)
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "sise_px" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# real data
+
+
+def test_real_davis_series_through_the_workflow(tmp_path: Path, real_data: Path) -> None:
+    config = tiny_synthetic_config()
+    preset = REPO / "workflow" / "presets" / "real_hrdic.yaml"
+    shutil.copy(REPO / "workflow" / "presets" / "real_hrdic_samples.tsv", tmp_path / "samples.tsv")
+    import yaml
+
+    override = yaml.safe_load(preset.read_text())["dic"]
+    config["dic"].update(override)
+    config["dic"]["samples"] = str(tmp_path / "samples.tsv")
+    write_config(tmp_path / "config.yaml", config)
+    snakemake(tmp_path, env={"LATENTMECH_REAL_DATA": str(real_data)})
+    dic = tmp_path / "results" / "dic"
+    means = []
+    for step in (1, 2, 3):
+        raw = xr.open_zarr(dic / "raw" / f"p3-{step}.zarr")
+        assert dict(raw.sizes) == {"y": 238, "x": 319}
+        assert float(raw["x"][1] - raw["x"][0]) == pytest.approx(0.8)  # 8 px × 0.1 µm
+        means.append(float(raw["exx"].mean()))
+    assert means[0] < means[1] < means[2]  # the tile was imaged at increasing strain
+    windows = xr.open_zarr(dic / "windows.zarr")
+    assert windows.sizes["window"] == 3 * (238 // 32) * (319 // 32)
+    events = pd.read_csv(dic / "events" / "p3-3.csv")
+    assert len(events) > 5
+    assert (dic / "figures" / "modalities_Ni_superalloy.png").exists()

@@ -1,0 +1,131 @@
+"""The project's set-up as a new user meets it: CLI, pins, conda envs, lint, formatting, profiles."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from latentmech.cli import STUDIES, main
+from tests.helpers import BIN, REPO, planned_jobs, snakemake, tiny_synthetic_config, write_config
+
+
+def _pins() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for requirement in project["dependencies"]:
+        match = re.match(r"^([A-Za-z0-9_.-]+)==([\w.]+)$", requirement)
+        if match:
+            pins[match.group(1).lower()] = match.group(2)
+    return pins
+
+
+def test_cli_help_lists_studies_and_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as top:
+        main(["--help"])
+    assert top.value.code == 0
+    assert "dic" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as dic:
+        main(["dic", "--help"])
+    assert dic.value.code == 0
+    out = capsys.readouterr().out
+    for stage in STUDIES["dic"][1]:
+        assert stage in out
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run([str(BIN / "latentmech"), "dic", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "preprocess" in result.stdout
+
+
+def test_cli_bad_settings_json_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["dic", "synthesize", "--raw", str(tmp_path / "x.zarr"), "--settings", "{oops"])
+    assert code == 2
+    assert "--settings" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_runtime_dependencies_are_pinned() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        assert "==" in requirement or requirement.startswith("torch"), requirement
+    assert "torch>=2.13,<=2.13.0" in project["dependencies"]
+    assert project["requires-python"] == ">=3.11"
+    assert all("==" in r for r in project["optional-dependencies"]["test"])
+
+
+@pytest.mark.parametrize("env_file", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_conda_envs_mirror_the_pins(env_file: Path) -> None:
+    pins = _pins() | {"torch": "2.13.0"}
+    env = yaml.safe_load(env_file.read_text())
+    listed: dict[str, str] = {}
+    for dep in env["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            match = re.match(r"^([A-Za-z0-9_.-]+)(?:==?)([\w.]+)$", entry)
+            if match:
+                listed[match.group(1).lower()] = match.group(2)
+    assert listed, f"{env_file} pins nothing"
+    for name, version in listed.items():
+        if name == "python":
+            continue
+        assert name in pins, f"{env_file.name}: {name} is not a pinned dependency of pyproject.toml"
+        assert pins[name] == version, f"{env_file.name}: {name}={version}, pyproject pins {pins[name]}"
+    missing = {n for n in pins if n not in listed and not n.startswith("snakemake")}
+    assert not missing, f"{env_file.name} lacks {sorted(missing)}"
+
+
+def test_snakefmt_is_clean() -> None:
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakemake_lint_is_clean(tmp_path: Path) -> None:
+    write_config(tmp_path / "config.yaml", tiny_synthetic_config())
+    result = snakemake(tmp_path, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_ruff_is_clean() -> None:
+    result = subprocess.run(
+        [str(BIN / "ruff"), "check", "src", "tests", "benchmarks"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def _fake_lsf(bin_dir: Path) -> None:
+    """The LSF plugin refuses to start without LSF's commands; dry runs only need them to exist."""
+    bin_dir.mkdir()
+    for tool in ("bsub", "bjobs", "bkill", "badmin", "lsid", "lsclusters", "bqueues"):
+        script = bin_dir / tool
+        script.write_text("#!/bin/sh\necho 'fake LSF 10.1'\nexit 0\n")
+        script.chmod(0o755)
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm", "lsf"])
+def test_profiles_pass_a_dry_run(tmp_path: Path, profile: str) -> None:
+    write_config(tmp_path / "config.yaml", tiny_synthetic_config())
+    env = {}
+    if profile == "lsf":
+        _fake_lsf(tmp_path / "fakebin")
+        env["PATH"] = f"{tmp_path / 'fakebin'}:{BIN}:/usr/bin:/bin"
+    jobs = planned_jobs(tmp_path, "--profile", str(REPO / "workflow" / "profiles" / profile), env=env)
+    assert jobs["dic_synthesize"] == 8  # 2 materials × 2 specimens × 2 steps
+    assert jobs["dic_windows"] == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_top_level_layout() -> None:
+    for name in ("Snakefile", "rules", "workflow", "envs", "config.yaml", "src", "tests"):
+        assert (REPO / name).exists(), name
+    assert "results/" in (REPO / ".gitignore").read_text()
+    assert shutil.which("make")
