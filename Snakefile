@@ -13,6 +13,6 @@ include: "rules/dic.smk"
 
 
 rule all:
+    default_target: True
     input:
         dic_targets(),
-    default_target: True

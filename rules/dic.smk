@@ -32,7 +32,9 @@ def dic_targets():
         dic_path("materials.tsv"),
         dic_path("windows.zarr"),
         dic_path("windows.csv"),
-        expand(dic_path("figures", "modalities_{material}.png"), material=DIC_MATERIALS),
+        expand(
+            dic_path("figures", "modalities_{material}.png"), material=DIC_MATERIALS
+        ),
     ]
     if DIC_SYNTHETIC:
         targets.append(dic_path("events", "scores.csv"))
@@ -44,6 +46,10 @@ rule dic_materials:
         unpack(lambda w: {"table": DIC["materials"]} if DIC["materials"] else {}),
     output:
         dic_path("materials.tsv"),
+    log:
+        log("dic_materials"),
+    conda:
+        "../envs/dic.yaml"
     params:
         settings=as_json(
             {
@@ -54,12 +60,10 @@ rule dic_materials:
             if DIC_SYNTHETIC
             else {"source": DIC["source"], "names": DIC_MATERIALS}
         ),
-        table=lambda w, input: f"--table {input.table!r}" if "table" in input.keys() else "",
+        table=lambda w, input: (
+            f"--table {input.table!r}" if "table" in input.keys() else ""
+        ),
         code=code_digest(*DIC_CODE, "dic/synth.py", "dic/samples.py"),
-    log:
-        log("dic_materials"),
-    conda:
-        "../envs/dic.yaml"
     shell:
         "latentmech dic materials --output {output:q} {params.table} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
@@ -70,6 +74,12 @@ if DIC_SYNTHETIC:
     rule dic_synthesize:
         output:
             raw=directory(dic_path("raw", "{sample}.zarr")),
+        log:
+            log("dic_synthesize", "{sample}"),
+        benchmark:
+            bench("dic_synthesize", "{sample}")
+        conda:
+            "../envs/dic.yaml"
         params:
             settings=lambda w: as_json(
                 {
@@ -80,12 +90,6 @@ if DIC_SYNTHETIC:
                 }
             ),
             code=code_digest(*DIC_CODE, "dic/synth.py"),
-        log:
-            log("dic_synthesize", "{sample}"),
-        benchmark:
-            bench("dic_synthesize", "{sample}")
-        conda:
-            "../envs/dic.yaml"
         shell:
             "latentmech dic synthesize --raw {output.raw:q} "
             "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
@@ -97,15 +101,19 @@ else:
             unpack(lambda w: sample_file_inputs(dic_row(w))),
         output:
             raw=directory(dic_path("raw", "{sample}.zarr")),
-        params:
-            settings=lambda w: as_json({"sample": dic_row(w), "modalities": DIC["modalities"]}),
-            code=code_digest(*DIC_CODE, "dic/io.py", "dic/kinematics.py", "dic/samples.py"),
         log:
             log("dic_ingest", "{sample}"),
         benchmark:
             bench("dic_ingest", "{sample}")
         conda:
             "../envs/dic.yaml"
+        params:
+            settings=lambda w: as_json(
+                {"sample": dic_row(w), "modalities": DIC["modalities"]}
+            ),
+            code=code_digest(
+                *DIC_CODE, "dic/io.py", "dic/kinematics.py", "dic/samples.py"
+            ),
         shell:
             "latentmech dic ingest --raw {output.raw:q} "
             "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
@@ -116,15 +124,15 @@ rule dic_preprocess:
         raw=dic_path("raw", "{sample}.zarr"),
     output:
         prepped=directory(dic_path("prep", "{sample}.zarr")),
-    params:
-        settings=as_json({"modalities": DIC["modalities"], "prep": DIC["prep"]}),
-        code=code_digest(*DIC_CODE, "dic/prep.py"),
     log:
         log("dic_preprocess", "{sample}"),
     benchmark:
         bench("dic_preprocess", "{sample}")
     conda:
         "../envs/dic.yaml"
+    params:
+        settings=as_json({"modalities": DIC["modalities"], "prep": DIC["prep"]}),
+        code=code_digest(*DIC_CODE, "dic/prep.py"),
     shell:
         "latentmech dic preprocess --raw {input.raw:q} --prepped {output.prepped:q} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
@@ -136,15 +144,15 @@ rule dic_detect_events:
     output:
         labels=directory(dic_path("events", "{sample}.zarr")),
         table=dic_path("events", "{sample}.csv"),
-    params:
-        settings=as_json(DIC["events"]),
-        code=code_digest(*DIC_CODE, "dic/events.py"),
     log:
         log("dic_detect_events", "{sample}"),
     benchmark:
         bench("dic_detect_events", "{sample}")
     conda:
         "../envs/dic.yaml"
+    params:
+        settings=as_json(DIC["events"]),
+        code=code_digest(*DIC_CODE, "dic/events.py"),
     shell:
         "latentmech dic detect-events --prepped {input.prepped:q} --labels {output.labels:q} "
         "--table {output.table:q} --settings {params.settings:q} --code {params.code} "
@@ -158,13 +166,13 @@ rule dic_event_scores:
         labels=dic_each(dic_path("events", "{sample}.zarr")),
     output:
         dic_path("events", "scores.csv"),
-    params:
-        settings=as_json(DIC["events"]),
-        code=code_digest(*DIC_CODE, "dic/events.py"),
     log:
         log("dic_event_scores"),
     conda:
         "../envs/dic.yaml"
+    params:
+        settings=as_json(DIC["events"]),
+        code=code_digest(*DIC_CODE, "dic/events.py"),
     shell:
         "latentmech dic event-scores --raw {input.raw:q} --prepped {input.prepped:q} "
         "--labels {input.labels:q} --output {output:q} --settings {params.settings:q} "
@@ -178,15 +186,15 @@ rule dic_windows:
     output:
         windows_zarr=directory(dic_path("windows.zarr")),
         windows_csv=dic_path("windows.csv"),
-    params:
-        settings=as_json(DIC["windows"]),
-        code=code_digest(*DIC_CODE, "dic/prep.py"),
     log:
         log("dic_windows"),
     benchmark:
         bench("dic_windows")
     conda:
         "../envs/dic.yaml"
+    params:
+        settings=as_json(DIC["windows"]),
+        code=code_digest(*DIC_CODE, "dic/prep.py"),
     shell:
         "latentmech dic windows --prepped {input.prepped:q} --labels {input.labels:q} "
         "--windows-zarr {output.windows_zarr:q} --windows-csv {output.windows_csv:q} "
@@ -202,13 +210,13 @@ rule dic_figure_modalities:
             caption="../workflow/report/dic_modalities.rst",
             category="HR-DIC",
         ),
-    params:
-        settings=as_json({"modalities": DIC["modalities"], **DIC["windows"]}),
-        code=code_digest(*DIC_CODE, "core/plots.py", "dic/prep.py"),
     log:
         log("dic_figure_modalities", "{material}"),
     conda:
         "../envs/dic.yaml"
+    params:
+        settings=as_json({"modalities": DIC["modalities"], **DIC["windows"]}),
+        code=code_digest(*DIC_CODE, "core/plots.py", "dic/prep.py"),
     shell:
         "latentmech dic figure-modalities --raw {input.raw:q} --figure {output.figure:q} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"

@@ -21,7 +21,9 @@ from tests.helpers import REPO
 SCHEMAS = REPO / "workflow" / "schemas"
 SAMPLE_SCHEMA = load_schema(SCHEMAS / "dic_samples.schema.yaml")
 MATERIAL_SCHEMA = load_schema(SCHEMAS / "dic_materials.schema.yaml")
-HEADER = "sample\tmaterial\tspecimen\tstep\tstrain_pct\tstress_mpa\trole\tpixel_size_um\texx\tintensity"
+HEADER = (
+    "sample\tmaterial\tspecimen\tstep\tstrain_pct\tstress_mpa\trole\tpixel_size_um\texx\tintensity"
+)
 
 
 def _sheet(tmp_path: Path, *rows: str, header: str = HEADER) -> Path:
@@ -43,7 +45,9 @@ def test_good_sheet_resolves_files_relative_to_the_sheet(tmp_path: Path) -> None
     assert row["rotation"] is None
 
 
-def test_environment_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_are_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MYDATA", str(tmp_path))
     row = GOOD.replace("a.npy", "${MYDATA}/a.npy")
     table = read_sample_sheet(_sheet(tmp_path, row), SAMPLE_SCHEMA, ["exx", "intensity"])
@@ -107,9 +111,17 @@ def test_materials_table(tmp_path: Path) -> None:
 
 
 def test_synthetic_table_roles_and_ids() -> None:
-    materials = [{"name": "M", "strain_pct": [0.1, 0.2, 0.3, 0.4]}, {"name": "N", "strain_pct": [1, 2, 3, 4]}]
+    materials = [
+        {"name": "M", "strain_pct": [0.1, 0.2, 0.3, 0.4]},
+        {"name": "N", "strain_pct": [1, 2, 3, 4]},
+    ]
     table = synthetic_samples(
-        {"materials": materials, "train_specimens": 2, "validation_specimens": 1, "map": {"pixel_size_um": 0.5}}
+        {
+            "materials": materials,
+            "train_specimens": 2,
+            "validation_specimens": 1,
+            "map": {"pixel_size_um": 0.5},
+        }
     )
     assert len(table) == 2 * 3 * 4
     assert table["sample"].is_unique

@@ -28,7 +28,15 @@ def test_outputs_of_the_synthetic_study(synthetic_run: Path) -> None:
     dic = synthetic_run / "results" / "dic"
     windows = xr.open_zarr(dic / "windows.zarr")
     assert dict(windows.sizes) == {"window": 8 * 9, "wy": 32, "wx": 32}
-    for name in ("exx", "intensity", "direction_cos", "direction_sin", "rotation", "valid", "events"):
+    for name in (
+        "exx",
+        "intensity",
+        "direction_cos",
+        "direction_sin",
+        "rotation",
+        "valid",
+        "events",
+    ):
         assert windows[name].dims == ("window", "wy", "wx"), name
     assert float(windows["wx"][1] - windows["wx"][0]) == 0.5  # µm
     table = pd.read_csv(dic / "windows.csv")
@@ -71,7 +79,12 @@ def test_changing_the_blur_reruns_preprocessing_and_what_follows_only(synthetic_
         jobs = planned_jobs(synthetic_run)
     finally:
         alternative.write_text(original)
-    assert jobs == {"dic_preprocess": 8, "dic_detect_events": 8, "dic_windows": 1, "dic_event_scores": 1}
+    assert jobs == {
+        "dic_preprocess": 8,
+        "dic_detect_events": 8,
+        "dic_windows": 1,
+        "dic_event_scores": 1,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +104,9 @@ def _write_sample(folder: Path, name: str, seed: int) -> str:
 
 def _sheet_config(workdir: Path) -> dict:
     config = tiny_synthetic_config()
-    config["dic"].update(source="sheet", samples=str(workdir / "samples.tsv"), modalities=["exx", "intensity"])
+    config["dic"].update(
+        source="sheet", samples=str(workdir / "samples.tsv"), modalities=["exx", "intensity"]
+    )
     return config
 
 

@@ -39,12 +39,16 @@ def test_cli_help_lists_studies_and_stages(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_console_script_is_installed() -> None:
-    result = subprocess.run([str(BIN / "latentmech"), "dic", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(BIN / "latentmech"), "dic", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "preprocess" in result.stdout
 
 
-def test_cli_bad_settings_json_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_settings_json_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["dic", "synthesize", "--raw", str(tmp_path / "x.zarr"), "--settings", "{oops"])
     assert code == 2
     assert "--settings" in capsys.readouterr().err
@@ -76,14 +80,19 @@ def test_conda_envs_mirror_the_pins(env_file: Path) -> None:
         if name == "python":
             continue
         assert name in pins, f"{env_file.name}: {name} is not a pinned dependency of pyproject.toml"
-        assert pins[name] == version, f"{env_file.name}: {name}={version}, pyproject pins {pins[name]}"
+        assert pins[name] == version, (
+            f"{env_file.name}: {name}={version}, pyproject pins {pins[name]}"
+        )
     missing = {n for n in pins if n not in listed and not n.startswith("snakemake")}
     assert not missing, f"{env_file.name} lacks {sorted(missing)}"
 
 
 def test_snakefmt_is_clean() -> None:
     result = subprocess.run(
-        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -97,7 +106,10 @@ def test_snakemake_lint_is_clean(tmp_path: Path) -> None:
 
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
-        [str(BIN / "ruff"), "check", "src", "tests", "benchmarks"], cwd=REPO, capture_output=True, text=True
+        [str(BIN / "ruff"), "check", "src", "tests", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout
 
@@ -118,7 +130,9 @@ def test_profiles_pass_a_dry_run(tmp_path: Path, profile: str) -> None:
     if profile == "lsf":
         _fake_lsf(tmp_path / "fakebin")
         env["PATH"] = f"{tmp_path / 'fakebin'}:{BIN}:/usr/bin:/bin"
-    jobs = planned_jobs(tmp_path, "--profile", str(REPO / "workflow" / "profiles" / profile), env=env)
+    jobs = planned_jobs(
+        tmp_path, "--profile", str(REPO / "workflow" / "profiles" / profile), env=env
+    )
     assert jobs["dic_synthesize"] == 8  # 2 materials × 2 specimens × 2 steps
     assert jobs["dic_windows"] == 1
     assert not (tmp_path / "results").exists()

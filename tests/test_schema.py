@@ -30,7 +30,9 @@ def test_default_config_is_valid_and_gets_defaults() -> None:
     assert len(config["dic"]["synthetic"]["materials"]) >= 6
 
 
-@pytest.mark.parametrize("preset", sorted((REPO / "workflow" / "presets").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "preset", sorted((REPO / "workflow" / "presets").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_presets_are_valid(preset: Path) -> None:
     config = _config()
     override = yaml.safe_load(preset.read_text())

@@ -38,7 +38,9 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
             "synthesize": Stage("synthesize", {"raw": "one"}),
             "ingest": Stage("ingest", {"raw": "one"}),
             "preprocess": Stage("preprocess", {"raw": "one", "prepped": "one"}),
-            "detect-events": Stage("detect_events", {"prepped": "one", "labels": "one", "table": "one"}),
+            "detect-events": Stage(
+                "detect_events", {"prepped": "one", "labels": "one", "table": "one"}
+            ),
             "event-scores": Stage(
                 "event_scores",
                 {"raw": "many", "prepped": "many", "labels": "many", "output": "one"},
@@ -70,7 +72,9 @@ def _add_stage_parser(sub: Any, study: str, name: str, stage: Stage) -> None:
         option = "--" + arg.replace("_", "-")
         nargs = "+" if kind == "many" else None
         parser.add_argument(option, dest=arg, type=Path, nargs=nargs, required=kind != "optional")
-    parser.add_argument("--settings", default="{}", help="stage settings as JSON (the rule's params)")
+    parser.add_argument(
+        "--settings", default="{}", help="stage settings as JSON (the rule's params)"
+    )
     parser.add_argument("--code", default="", help="digest of the code the rule depends on")
     parser.set_defaults(study=study, stage=stage)
 
@@ -103,7 +107,9 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point; bad input exits with status 2 and a one-line message."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     try:
         _run(args)

@@ -10,13 +10,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written by batch jobs without a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from latentmech.core.store import atomic_path  # noqa: E402
+from latentmech.core.store import atomic_path
 
 #: Colour maps per kind of field: diverging for signed fields, cyclic for angles.
 _CMAPS = {"signed": "RdBu_r", "positive": "viridis", "angle": "twilight"}
@@ -62,8 +62,9 @@ def modality_panels(
         kind = _kind(units, values)
         low, high = _robust_limits(values, kind == "signed")
         extent = (0, values.shape[1] * pixel_um, values.shape[0] * pixel_um, 0)
-        image = ax.imshow(values, cmap=_CMAPS[kind], vmin=low, vmax=high, extent=extent,
-                          interpolation="nearest")
+        image = ax.imshow(
+            values, cmap=_CMAPS[kind], vmin=low, vmax=high, extent=extent, interpolation="nearest"
+        )
         fig.colorbar(image, ax=ax, shrink=0.8, label=units)
         ax.set_title(str(attrs[name].get("long_name", name)), fontsize=9)
         ax.set_xlabel("x (µm)")
@@ -76,5 +77,7 @@ def modality_panels(
 
 
 def _draw_grid(ax: Any, grid: pd.DataFrame, size_um: float, pixel_um: float) -> None:
-    for y0, x0 in zip(grid["y0"].to_numpy() * pixel_um, grid["x0"].to_numpy() * pixel_um, strict=True):
+    for y0, x0 in zip(
+        grid["y0"].to_numpy() * pixel_um, grid["x0"].to_numpy() * pixel_um, strict=True
+    ):
         ax.add_patch(Rectangle((x0, y0), size_um, size_um, fill=False, lw=0.4, ec="0.2", alpha=0.6))

@@ -67,9 +67,9 @@ def _string_coords_to_object(ds: xr.Dataset) -> xr.Dataset:
         for name, var in ds.variables.items()
         if var.dtype.kind == "U" or var.dtype.kind == "T"
     }
-    return ds.assign_coords(
-        {k: v for k, v in converted.items() if k in ds.coords}
-    ).assign({k: v for k, v in converted.items() if k in ds.data_vars})
+    return ds.assign_coords({k: v for k, v in converted.items() if k in ds.coords}).assign(
+        {k: v for k, v in converted.items() if k in ds.data_vars}
+    )
 
 
 def write_zarr(ds: xr.Dataset, target: str | Path, attrs: Mapping[str, Any] | None = None) -> Path:

@@ -21,7 +21,16 @@ from latentmech.core.errors import InputError
 from latentmech.core.schema import load_schema, validate
 
 #: Columns holding one file per modality. ``displacement`` is a DaVis 2D-vector export.
-FILE_COLUMNS = ("exx", "eyy", "exy", "intensity", "direction", "rotation", "max_shear", "displacement")
+FILE_COLUMNS = (
+    "exx",
+    "eyy",
+    "exy",
+    "intensity",
+    "direction",
+    "rotation",
+    "max_shear",
+    "displacement",
+)
 #: Modalities computed from a displacement field (see ``dic.kinematics.strain_fields``).
 FROM_DISPLACEMENT = ("exx", "eyy", "exy", "rotation", "max_shear")
 META_COLUMNS = (
@@ -118,7 +127,9 @@ def _convert_row(path: Path, index: int, row: Mapping[str, str]) -> dict[str, An
                 path, f"{_line(index)}, column {key}", f"expected a number, found {text!r}"
             ) from None
         if cast is int and float(text) != int(float(text)):
-            raise InputError(path, f"{_line(index)}, column {key}", f"expected an integer, found {text!r}")
+            raise InputError(
+                path, f"{_line(index)}, column {key}", f"expected an integer, found {text!r}"
+            )
     return record
 
 
@@ -204,7 +215,9 @@ def read_materials(path: str | Path, schema: Mapping[str, Any]) -> pd.DataFrame:
                 record[key] = float(row[key])
             except ValueError:
                 raise InputError(
-                    path, f"{_line(int(index))}, column {key}", f"expected a number, found {row[key]!r}"
+                    path,
+                    f"{_line(int(index))}, column {key}",
+                    f"expected a number, found {row[key]!r}",
                 ) from None
         validate(record, schema, path, _line(int(index)))
         records.append(record)
@@ -220,7 +233,9 @@ def _check_columns_materials(path: Path, columns: Sequence[str]) -> None:
     missing = [c for c in expected if c not in columns]
     unknown = [c for c in columns if c not in expected]
     if missing or unknown:
-        raise InputError(path, "header", f"expected columns {expected}; missing {missing}, unknown {unknown}")
+        raise InputError(
+            path, "header", f"expected columns {expected}; missing {missing}, unknown {unknown}"
+        )
 
 
 def sample_files(row: Mapping[str, Any]) -> dict[str, str]:
@@ -234,7 +249,9 @@ def sample_table(dic: Mapping[str, Any], schemas: str | Path) -> pd.DataFrame:
         table = synthetic_samples(dic["synthetic"])
     else:
         if not dic.get("samples"):
-            raise InputError("config", "dic.samples", "source is 'sheet' but no sample sheet is given")
+            raise InputError(
+                "config", "dic.samples", "source is 'sheet' but no sample sheet is given"
+            )
         schema = load_schema(Path(schemas) / "dic_samples.schema.yaml")
         table = read_sample_sheet(dic["samples"], schema, dic["modalities"])
     return table.set_index("sample", drop=False)

@@ -63,8 +63,16 @@ def _map_coords(shape: tuple[int, int], pixel_um: float) -> dict[str, Any]:
     """Pixel-centre coordinates in µm (y down the rows, x along the columns)."""
     ny, nx = shape
     return {
-        "y": ("y", (np.arange(ny) + 0.5) * pixel_um, {"units": "µm", "long_name": "position along rows"}),
-        "x": ("x", (np.arange(nx) + 0.5) * pixel_um, {"units": "µm", "long_name": "position along columns"}),
+        "y": (
+            "y",
+            (np.arange(ny) + 0.5) * pixel_um,
+            {"units": "µm", "long_name": "position along rows"},
+        ),
+        "x": (
+            "x",
+            (np.arange(nx) + 0.5) * pixel_um,
+            {"units": "µm", "long_name": "position along columns"},
+        ),
     }
 
 
@@ -96,13 +104,19 @@ def synthesize(raw: Path, settings: Settings, code: str = "") -> None:
     seed = int(settings["seed"])
     props = synth.material_properties(spec, seed)
     sample["stress_mpa"] = synth.macroscopic_stress(props, float(sample["strain_pct"]))
-    result = synth.synthesize(spec, int(sample["specimen"]), int(sample["step"]), map_settings, seed)
+    result = synth.synthesize(
+        spec, int(sample["specimen"]), int(sample["step"]), map_settings, seed
+    )
     coords = _map_coords(result.exx.shape, map_settings.pixel_size_um)
     data = {
         name: (("y", "x"), getattr(result, name), MODALITY_ATTRS[name])
         for name in ("exx", "intensity", "direction", "rotation")
     }
-    data["band_labels"] = (("y", "x"), result.band_labels, {"long_name": "ground-truth slip band id (0: none)"})
+    data["band_labels"] = (
+        ("y", "x"),
+        result.band_labels,
+        {"long_name": "ground-truth slip band id (0: none)"},
+    )
     data["grain_ids"] = (("y", "x"), result.grain_ids, {"long_name": "grain id"})
     bands = result.bands.rename(columns={"band": "band_id"}).set_index("band_id")
     ds = xr.Dataset(data, coords=coords).merge(
@@ -112,13 +126,17 @@ def synthesize(raw: Path, settings: Settings, code: str = "") -> None:
     write_zarr(ds, raw, attrs | provenance("dic_synthesize", settings, code))
 
 
-def _read_modalities(sample: Mapping[str, Any], modalities: Sequence[str]) -> tuple[dict, float, dict]:
+def _read_modalities(
+    sample: Mapping[str, Any], modalities: Sequence[str]
+) -> tuple[dict, float, dict]:
     """Maps of one sheet row, each with the file it came from; DaVis displacement → strain fields."""
     files = sample_files(sample)
     fields: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     pixel = float(sample["pixel_size_um"])
-    if "displacement" in files and any(m not in files and m in FROM_DISPLACEMENT for m in modalities):
+    if "displacement" in files and any(
+        m not in files and m in FROM_DISPLACEMENT for m in modalities
+    ):
         vectors = dic_io.read_davis(files["displacement"])
         derived = kinematics.strain_fields(vectors.u, vectors.v, vectors.spacing_px)
         pixel = pixel * vectors.spacing_px  # one vector of the map covers `spacing` image pixels
@@ -156,11 +174,17 @@ def ingest(raw: Path, settings: Settings, code: str = "") -> None:
     _check_maps(fields, origin)
     coords = _map_coords(next(iter(fields.values())).shape, pixel)
     data = {
-        m: (("y", "x"), fields[m].astype(np.float32), MODALITY_ATTRS[m] | {"source_file": origin[m]})
+        m: (
+            ("y", "x"),
+            fields[m].astype(np.float32),
+            MODALITY_ATTRS[m] | {"source_file": origin[m]},
+        )
         for m in modalities
     }
     attrs = _sample_attrs(sample) | {"pixel_size_um": pixel, "synthetic": 0}
-    write_zarr(xr.Dataset(data, coords=coords), raw, attrs | provenance("dic_ingest", settings, code))
+    write_zarr(
+        xr.Dataset(data, coords=coords), raw, attrs | provenance("dic_ingest", settings, code)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +192,10 @@ def ingest(raw: Path, settings: Settings, code: str = "") -> None:
 
 
 def _prep_settings(settings: Settings) -> dict[str, prep.ModalitySettings]:
-    return {m: prep.ModalitySettings.from_dict(settings["prep"].get(m, {})) for m in settings["modalities"]}
+    return {
+        m: prep.ModalitySettings.from_dict(settings["prep"].get(m, {}))
+        for m in settings["modalities"]
+    }
 
 
 def preprocess(raw: Path, prepped: Path, settings: Settings, code: str = "") -> None:
@@ -191,12 +218,18 @@ def preprocess(raw: Path, prepped: Path, settings: Settings, code: str = "") -> 
     write_zarr(ds, prepped, attrs | provenance("dic_preprocess", settings, code))
 
 
-def detect_events(prepped: Path, labels: Path, table: Path, settings: Settings, code: str = "") -> None:
+def detect_events(
+    prepped: Path, labels: Path, table: Path, settings: Settings, code: str = ""
+) -> None:
     """Segment individual slip events of one preprocessed map; labels and per-event statistics."""
     source = open_zarr(prepped)
     channel = settings["modality"]
     if channel not in source:
-        raise InputError(prepped, channel, f"no channel {channel!r} to detect events in (config dic.events.modality)")
+        raise InputError(
+            prepped,
+            channel,
+            f"no channel {channel!r} to detect events in (config dic.events.modality)",
+        )
     event_settings = ev.EventSettings.from_dict(
         {k: v for k, v in settings.items() if k not in ("modality", "match")}
     )
@@ -205,7 +238,13 @@ def detect_events(prepped: Path, labels: Path, table: Path, settings: Settings, 
         source[channel].values, source["valid"].values, event_settings, pixel_size_um=pixel
     )
     ds = xr.Dataset(
-        {"events": (("y", "x"), event_labels.astype(np.int32), {"long_name": "slip event id (0: none)"})},
+        {
+            "events": (
+                ("y", "x"),
+                event_labels.astype(np.int32),
+                {"long_name": "slip event id (0: none)"},
+            )
+        },
         coords={"y": source["y"], "x": source["x"]},
     )
     attrs = {k: source.attrs[k] for k in (*SAMPLE_ATTRS, "pixel_size_um")}
@@ -253,7 +292,9 @@ def event_scores(
 # windows
 
 
-def _window_table(prepped: Sequence[Path], window: int, stride: int | None, split: Settings) -> pd.DataFrame:
+def _window_table(
+    prepped: Sequence[Path], window: int, stride: int | None, split: Settings
+) -> pd.DataFrame:
     """One row per window of every sample, with its grid place, physical origin and split."""
     frames = []
     for index, path in enumerate(prepped):
@@ -262,7 +303,9 @@ def _window_table(prepped: Sequence[Path], window: int, stride: int | None, spli
             shape = (ds.sizes["y"], ds.sizes["x"])
         grid = prep.window_grid(shape, window, stride)
         if grid.empty:
-            raise InputError(path, "", f"map of {shape} px is smaller than one window of {window} px")
+            raise InputError(
+                path, "", f"map of {shape} px is smaller than one window of {window} px"
+            )
         pixel = float(attrs["pixel_size_um"])
         grid = grid.assign(
             source=index,
@@ -280,16 +323,24 @@ def _window_table(prepped: Sequence[Path], window: int, stride: int | None, spli
     return table
 
 
-def _sample_windows(prep_path: Path, event_path: Path, rows: pd.DataFrame, window: int) -> xr.Dataset:
+def _sample_windows(
+    prep_path: Path, event_path: Path, rows: pd.DataFrame, window: int
+) -> xr.Dataset:
     source = open_zarr(prep_path)
     event_labels = open_zarr(event_path)["events"].values
     grid = rows[["row", "col", "y0", "x0"]]
     data = {}
     for name, var in source.data_vars.items():
-        data[name] = (("window", "wy", "wx"), prep.extract_windows(var.values, grid, window), var.attrs)
-    data["events"] = (("window", "wy", "wx"), prep.extract_windows(event_labels, grid, window), {
-        "long_name": "slip event id within the sample (0: none)"
-    })
+        data[name] = (
+            ("window", "wy", "wx"),
+            prep.extract_windows(var.values, grid, window),
+            var.attrs,
+        )
+    data["events"] = (
+        ("window", "wy", "wx"),
+        prep.extract_windows(event_labels, grid, window),
+        {"long_name": "slip event id within the sample (0: none)"},
+    )
     data["valid_fraction"] = ("window", data["valid"][1].mean(axis=(1, 2)).astype(np.float32))
     pixel = float(source.attrs["pixel_size_um"])
     offsets = (np.arange(window) + 0.5) * pixel
@@ -321,10 +372,14 @@ def windows(
             rows = table[table["source"] == index]
             ds = _sample_windows(prep_path, event_path, rows, size)
             if index == 0:
-                encoding = {name: {"chunks": (DEFAULT_ITEM_CHUNK, size, size)} for name in ds.data_vars
-                            if ds[name].ndim == 3}
-                ds.assign_attrs(attrs).to_zarr(tmp, mode="w", zarr_format=3, consolidated=False,
-                                               encoding=encoding)
+                encoding = {
+                    name: {"chunks": (DEFAULT_ITEM_CHUNK, size, size)}
+                    for name in ds.data_vars
+                    if ds[name].ndim == 3
+                }
+                ds.assign_attrs(attrs).to_zarr(
+                    tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding
+                )
             else:
                 ds.to_zarr(tmp, append_dim="window", zarr_format=3, consolidated=False)
         _consolidate(tmp)
@@ -357,7 +412,9 @@ def figure_modalities(raw: Path, figure: Path, settings: Settings, code: str = "
         {m: source[m].values for m in modalities},
         {m: MODALITY_ATTRS[m] for m in modalities},
         pixel_um=pixel,
-        grid=prep.window_grid((source.sizes["y"], source.sizes["x"]), window, settings.get("stride_px")),
+        grid=prep.window_grid(
+            (source.sizes["y"], source.sizes["x"]), window, settings.get("stride_px")
+        ),
         window_px=window,
         title=(
             f"{source.attrs['material']} — sample {source.attrs['sample']}, "
