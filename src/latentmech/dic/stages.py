@@ -104,9 +104,9 @@ def synthesize(raw: Path, settings: Settings, code: str = "") -> None:
     seed = int(settings["seed"])
     props = synth.material_properties(spec, seed)
     sample["stress_mpa"] = synth.macroscopic_stress(props, float(sample["strain_pct"]))
-    result = synth.synthesize(
-        spec, int(sample["specimen"]), int(sample["step"]), map_settings, seed
-    )
+    # Sample steps count from 1 (as in the paper's tables); the generator indexes strain levels from 0.
+    step_index = int(sample["step"]) - 1
+    result = synth.synthesize(spec, int(sample["specimen"]), step_index, map_settings, seed)
     coords = _map_coords(result.exx.shape, map_settings.pixel_size_um)
     data = {
         name: (("y", "x"), getattr(result, name), MODALITY_ATTRS[name])
