@@ -15,4 +15,4 @@ include: "rules/dic.smk"
 rule all:
     default_target: True
     input:
-        dic_targets(),
+        DIC_PLAN.targets(),

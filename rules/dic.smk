@@ -1,79 +1,36 @@
 # HR-DIC study (paper 000): raw maps → preprocessed maps → slip events → windows, figures.
-# Rule dic_<name> ↔ latentmech.dic.stages.<name> ↔ `latentmech dic <name>`.
-from latentmech.dic.samples import figure_sample, sample_file_inputs, sample_table
+# Rule dic_<name> ↔ latentmech.dic.stages.<name> ↔ `latentmech dic <name>`; what the rules
+# compute from the config lives in latentmech.dic.plan.
+from latentmech.dic.plan import DicPlan
 
 DIC = config["dic"]
-DIC_SAMPLES = sample_table(DIC, SCHEMAS)
-DIC_SYNTHETIC = DIC["source"] == "synthetic"
-DIC_MATERIALS = sorted(DIC_SAMPLES["material"].unique())
+DIC_PLAN = DicPlan(DIC, RESULTS, SCHEMAS)
 DIC_CODE = ["core/store.py", "core/errors.py", "dic/stages.py"]
-
-
-def dic_path(*parts):
-    return results("dic", *parts)
-
-
-def dic_row(wildcards):
-    """The sample's sheet row as plain JSON values (None for empty cells)."""
-    row = DIC_SAMPLES.loc[wildcards.sample].to_dict()
-    return {k: (None if v != v else v) for k, v in row.items()}
-
-
-def dic_material_spec(name):
-    return next(m for m in DIC["synthetic"]["materials"] if m["name"] == name)
-
-
-def dic_each(pattern):
-    return expand(pattern, sample=DIC_SAMPLES.index)
-
-
-def dic_targets():
-    targets = [
-        dic_path("materials.tsv"),
-        dic_path("windows.zarr"),
-        dic_path("windows.csv"),
-        expand(
-            dic_path("figures", "modalities_{material}.png"), material=DIC_MATERIALS
-        ),
-    ]
-    if DIC_SYNTHETIC:
-        targets.append(dic_path("events", "scores.csv"))
-    return targets
 
 
 rule dic_materials:
     input:
         unpack(lambda w: {"table": DIC["materials"]} if DIC["materials"] else {}),
     output:
-        dic_path("materials.tsv"),
+        DIC_PLAN.path("materials.tsv"),
     log:
         log("dic_materials"),
     conda:
         "../envs/dic.yaml"
     params:
-        settings=as_json(
-            {
-                "source": DIC["source"],
-                "seed": DIC["synthetic"]["seed"],
-                "materials": DIC["synthetic"]["materials"],
-            }
-            if DIC_SYNTHETIC
-            else {"source": DIC["source"], "names": DIC_MATERIALS}
-        ),
-        table=lambda w, input: (
-            f"--table {input.table!r}" if "table" in input.keys() else ""
-        ),
+        settings=as_json(DIC_PLAN.materials_settings()),
+        table=lambda w, input: cli_option("--table", input.get("table")),
         code=code_digest(*DIC_CODE, "dic/synth.py", "dic/samples.py"),
     shell:
         "latentmech dic materials --output {output:q} {params.table} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
 
 
-if DIC_SYNTHETIC:
+if DIC_PLAN.synthetic:
 
     rule dic_synthesize:
         output:
-            raw=directory(dic_path("raw", "{sample}.zarr")),
+            raw=directory(DIC_PLAN.path("raw", "{sample}.zarr")),
         log:
             log("dic_synthesize", "{sample}"),
         benchmark:
@@ -81,14 +38,7 @@ if DIC_SYNTHETIC:
         conda:
             "../envs/dic.yaml"
         params:
-            settings=lambda w: as_json(
-                {
-                    "sample": dic_row(w),
-                    "material": dic_material_spec(dic_row(w)["material"]),
-                    "map": DIC["synthetic"]["map"],
-                    "seed": DIC["synthetic"]["seed"],
-                }
-            ),
+            settings=lambda w: as_json(DIC_PLAN.synthesize_settings(w.sample)),
             code=code_digest(*DIC_CODE, "dic/synth.py"),
         shell:
             "latentmech dic synthesize --raw {output.raw:q} "
@@ -98,9 +48,9 @@ else:
 
     rule dic_ingest:
         input:
-            unpack(lambda w: sample_file_inputs(dic_row(w))),
+            unpack(lambda w: DIC_PLAN.files(w.sample)),
         output:
-            raw=directory(dic_path("raw", "{sample}.zarr")),
+            raw=directory(DIC_PLAN.path("raw", "{sample}.zarr")),
         log:
             log("dic_ingest", "{sample}"),
         benchmark:
@@ -109,7 +59,7 @@ else:
             "../envs/dic.yaml"
         params:
             settings=lambda w: as_json(
-                {"sample": dic_row(w), "modalities": DIC["modalities"]}
+                {"sample": DIC_PLAN.row(w.sample), "modalities": DIC["modalities"]}
             ),
             code=code_digest(
                 *DIC_CODE, "dic/io.py", "dic/kinematics.py", "dic/samples.py"
@@ -121,9 +71,9 @@ else:
 
 rule dic_preprocess:
     input:
-        raw=dic_path("raw", "{sample}.zarr"),
+        raw=DIC_PLAN.path("raw", "{sample}.zarr"),
     output:
-        prepped=directory(dic_path("prep", "{sample}.zarr")),
+        prepped=directory(DIC_PLAN.path("prep", "{sample}.zarr")),
     log:
         log("dic_preprocess", "{sample}"),
     benchmark:
@@ -140,10 +90,10 @@ rule dic_preprocess:
 
 rule dic_detect_events:
     input:
-        prepped=dic_path("prep", "{sample}.zarr"),
+        prepped=DIC_PLAN.path("prep", "{sample}.zarr"),
     output:
-        labels=directory(dic_path("events", "{sample}.zarr")),
-        table=dic_path("events", "{sample}.csv"),
+        labels=directory(DIC_PLAN.path("events", "{sample}.zarr")),
+        table=DIC_PLAN.path("events", "{sample}.csv"),
     log:
         log("dic_detect_events", "{sample}"),
     benchmark:
@@ -161,11 +111,11 @@ rule dic_detect_events:
 
 rule dic_event_scores:
     input:
-        raw=dic_each(dic_path("raw", "{sample}.zarr")),
-        prepped=dic_each(dic_path("prep", "{sample}.zarr")),
-        labels=dic_each(dic_path("events", "{sample}.zarr")),
+        raw=DIC_PLAN.each("raw", "{sample}.zarr"),
+        prepped=DIC_PLAN.each("prep", "{sample}.zarr"),
+        labels=DIC_PLAN.each("events", "{sample}.zarr"),
     output:
-        dic_path("events", "scores.csv"),
+        DIC_PLAN.path("events", "scores.csv"),
     log:
         log("dic_event_scores"),
     conda:
@@ -181,11 +131,11 @@ rule dic_event_scores:
 
 rule dic_windows:
     input:
-        prepped=dic_each(dic_path("prep", "{sample}.zarr")),
-        labels=dic_each(dic_path("events", "{sample}.zarr")),
+        prepped=DIC_PLAN.each("prep", "{sample}.zarr"),
+        labels=DIC_PLAN.each("events", "{sample}.zarr"),
     output:
-        windows_zarr=directory(dic_path("windows.zarr")),
-        windows_csv=dic_path("windows.csv"),
+        windows_zarr=directory(DIC_PLAN.path("windows.zarr")),
+        windows_csv=DIC_PLAN.path("windows.csv"),
     log:
         log("dic_windows"),
     benchmark:
@@ -203,10 +153,10 @@ rule dic_windows:
 
 rule dic_figure_modalities:
     input:
-        raw=lambda w: dic_path("raw", f"{figure_sample(DIC_SAMPLES, w.material)}.zarr"),
+        raw=lambda w: DIC_PLAN.figure_raw(w.material),
     output:
         figure=report(
-            dic_path("figures", "modalities_{material}.png"),
+            DIC_PLAN.path("figures", "modalities_{material}.png"),
             caption="../workflow/report/dic_modalities.rst",
             category="HR-DIC",
         ),

@@ -56,7 +56,9 @@ def modality_panels(
     title: str = "",
 ) -> Figure:
     """One panel per modality (physical axes in µm, colour bar with units), window grid on top."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(maps), figsize=(4.6 * len(maps), 4.4), squeeze=False, layout="constrained"
+    )
     for ax, (name, values) in zip(axes[0], maps.items(), strict=True):
         units = str(attrs[name].get("units", ""))
         kind = _kind(units, values)

@@ -1,0 +1,81 @@
+"""The HR-DIC part of the job graph: sample table, per-sample settings, paths and targets.
+
+``rules/dic.smk`` holds only rules; what they compute from the config lives here, where it can
+be tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from latentmech.dic.samples import figure_sample, sample_file_inputs, sample_table
+
+
+class DicPlan:
+    """What the HR-DIC rules need to know about the study described by ``config["dic"]``."""
+
+    def __init__(self, dic: Mapping[str, Any], results: str | Path, schemas: str | Path) -> None:
+        self.config = dic
+        self.root = Path(results) / "dic"
+        self.samples: pd.DataFrame = sample_table(dic, schemas)
+        self.synthetic = dic["source"] == "synthetic"
+        self.materials = sorted(self.samples["material"].unique())
+
+    def path(self, *parts: str) -> str:
+        """A path below ``results/dic``."""
+        return str(self.root.joinpath(*parts))
+
+    def each(self, *parts: str) -> list[str]:
+        """The path with ``{sample}`` filled in for every sample."""
+        pattern = self.path(*parts)
+        return [pattern.format(sample=s) for s in self.samples.index]
+
+    def row(self, sample: str) -> dict[str, Any]:
+        """The sample's table row as plain JSON values (None for empty cells)."""
+        row = self.samples.loc[sample].to_dict()
+        return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+
+    def files(self, sample: str) -> dict[str, str]:
+        """The files a measured sample reads (inputs of ``dic_ingest``)."""
+        return sample_file_inputs(self.row(sample))
+
+    def synthesize_settings(self, sample: str) -> dict[str, Any]:
+        row = self.row(sample)
+        synthetic = self.config["synthetic"]
+        material = next(m for m in synthetic["materials"] if m["name"] == row["material"])
+        return {
+            "sample": row,
+            "material": material,
+            "map": synthetic["map"],
+            "seed": synthetic["seed"],
+        }
+
+    def materials_settings(self) -> dict[str, Any]:
+        if self.synthetic:
+            synthetic = self.config["synthetic"]
+            return {
+                "source": "synthetic",
+                "seed": synthetic["seed"],
+                "materials": synthetic["materials"],
+            }
+        return {"source": "sheet", "names": self.materials}
+
+    def figure_raw(self, material: str) -> str:
+        """The raw map shown in the modality figure of ``material``."""
+        return self.path("raw", f"{figure_sample(self.samples, material)}.zarr")
+
+    def targets(self) -> list[str]:
+        """Everything ``rule all`` asks of the HR-DIC study."""
+        targets = [
+            self.path("materials.tsv"),
+            self.path("windows.zarr"),
+            self.path("windows.csv"),
+            *(self.path("figures", f"modalities_{m}.png") for m in self.materials),
+        ]
+        if self.synthetic:
+            targets.append(self.path("events", "scores.csv"))
+        return targets
