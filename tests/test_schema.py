@@ -79,3 +79,10 @@ def test_unknown_modality_in_prep_is_named() -> None:
     config["dic"]["prep"]["stress"] = {"scale": 2}
     with pytest.raises(InputError, match="stress"):
         validate(config, SCHEMA, "config.yaml")
+
+
+def test_default_materials_are_the_generators() -> None:
+    from latentmech.dic.synth import DEFAULT_MATERIALS, MaterialSpec
+
+    configured = [MaterialSpec.from_dict(m) for m in _config()["dic"]["synthetic"]["materials"]]
+    assert configured == list(DEFAULT_MATERIALS)
