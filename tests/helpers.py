@@ -52,7 +52,7 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str
         return counts
     for line in table.group(1).splitlines():
         match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if match and match.group(1) not in ("total", "job"):
+        if match and match.group(1) not in ("total", "job", "all"):
             counts[match.group(1)] = int(match.group(2))
     return counts
 

@@ -48,8 +48,6 @@ def test_zarr_v3_round_trip_with_named_dimensions_and_attrs(tmp_path: Path) -> N
     np.testing.assert_array_equal(open_zarr(target)["exx"].values, _dataset()["exx"].values)
 
 
-
-
 def test_failed_write_leaves_no_output_and_keeps_the_old_one(tmp_path: Path) -> None:
     target = tmp_path / "table.csv"
     write_table(pd.DataFrame({"a": [1]}), target)

@@ -264,7 +264,7 @@ def test_extract_windows_outside_array_raises() -> None:
 def test_largest_remainder() -> None:
     assert largest_remainder(10, (0.7, 0.2, 0.1)).tolist() == [7, 2, 1]
     assert largest_remainder(1, (0.7, 0.2, 0.1)).tolist() == [1, 0, 0]
-    assert largest_remainder(2, (0.7, 0.2, 0.1)).tolist() == [1, 1, 0]
+    assert largest_remainder(2, (0.7, 0.2, 0.1)).tolist() == [2, 0, 0]  # 1.4, 0.4, 0.2: tie → train
     assert largest_remainder(7, (0.7, 0.2, 0.1)).tolist() == [5, 1, 1]  # 4.9, 1.4, 0.7
     assert largest_remainder(33, (0.7, 0.2, 0.1)).tolist() == [23, 7, 3]  # 23.1, 6.6, 3.3
 
@@ -301,3 +301,10 @@ def test_split_deterministic_with_seed_and_shuffled() -> None:
 def test_split_bad_fractions() -> None:
     with pytest.raises(ValueError, match="fractions"):
         split_windows(["a"], np.array([True]), fractions=(0.5, 0.2, 0.1))
+
+
+def test_largest_remainder_ties_are_not_decided_by_rounding_noise() -> None:
+    from latentmech.dic.prep import largest_remainder
+
+    # 18 × (0.7, 0.2, 0.1) = 12.6, 3.6, 1.8 in exact arithmetic: test gets one, the tie goes to train.
+    assert largest_remainder(18, (0.7, 0.2, 0.1)).tolist() == [13, 3, 2]

@@ -134,3 +134,10 @@ def test_synthetic_table_roles_and_ids() -> None:
 def test_sheet_source_without_sheet_is_an_error() -> None:
     with pytest.raises(InputError, match=r"dic.samples"):
         sample_table({"source": "sheet", "samples": None, "modalities": ["exx"]}, SCHEMAS)
+
+
+def test_property_columns_are_the_generators() -> None:
+    from latentmech.dic.samples import PROPERTY_COLUMNS
+    from latentmech.dic.synth import PROPERTY_NAMES
+
+    assert tuple(PROPERTY_COLUMNS) == tuple(PROPERTY_NAMES) == ("YS", "Q", "b", "UTS", "El", "FS")

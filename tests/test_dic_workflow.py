@@ -54,10 +54,11 @@ def test_outputs_of_the_synthetic_study(synthetic_run: Path) -> None:
 
 def test_events_recover_the_generated_bands(synthetic_run: Path) -> None:
     scores = pd.read_csv(synthetic_run / "results" / "dic" / "events" / "scores.csv")
-    totals = scores[["n_truth", "n_matched_truth", "n_detected", "n_matched_detected"]].sum()
-    assert totals["n_truth"] > 20
-    assert totals["n_matched_truth"] / totals["n_truth"] >= 0.6
-    assert totals["n_matched_detected"] / totals["n_detected"] >= 0.6
+    totals = scores[["n_visible_bands", "n_recovered", "n_events", "n_correct_events"]].sum()
+    assert totals["n_visible_bands"] > 50
+    # Floors under the figures reached on the default study (README): recall ≈ 0.68, precision ≈ 0.55.
+    assert totals["n_recovered"] / totals["n_visible_bands"] >= 0.5
+    assert totals["n_correct_events"] / totals["n_events"] >= 0.4
 
 
 def test_second_dry_run_has_nothing_to_do(synthetic_run: Path) -> None:
@@ -91,7 +92,7 @@ def test_changing_the_blur_reruns_preprocessing_and_what_follows_only(synthetic_
 # sample sheets
 
 
-def _write_sample(folder: Path, name: str, seed: int) -> str:
+def _write_sample(folder: Path, name: str, seed: int, specimen: str = "A") -> str:
     rng = np.random.default_rng(seed)
     exx = rng.normal(0.005, 0.001, (64, 96))
     exx[:3, :3] = np.nan
@@ -99,7 +100,7 @@ def _write_sample(folder: Path, name: str, seed: int) -> str:
     intensity[20:22, 10:60] = 40.0
     np.save(folder / f"{name}_exx.npy", exx)
     np.save(folder / f"{name}_int.npy", intensity)
-    return f"{name}\tM1\tA\t{seed}\t{0.2 * seed}\t{300 + seed}\ttrain\t0.25\t{name}_exx.npy\t{name}_int.npy\n"
+    return f"{name}\tM1\t{specimen}\t{seed}\t{0.2 * seed}\t{300 + seed}\ttrain\t0.25\t{name}_exx.npy\t{name}_int.npy\n"
 
 
 def _sheet_config(workdir: Path) -> dict:
@@ -119,7 +120,7 @@ def test_adding_a_sample_runs_only_its_jobs_and_the_aggregates(tmp_path: Path) -
     raw = xr.open_zarr(tmp_path / "results" / "dic" / "raw" / "S1.zarr")
     assert raw.attrs["stress_mpa"] == 301 and raw.attrs["pixel_size_um"] == 0.25
     assert bool(np.isnan(raw["exx"].values[0, 0]))
-    rows.append(_write_sample(tmp_path, "S3", 3))
+    rows.append(_write_sample(tmp_path, "S3", 3, specimen="B"))  # not the figure's specimen
     (tmp_path / "samples.tsv").write_text(header + "".join(rows))
     jobs = planned_jobs(tmp_path)
     assert jobs == {"dic_ingest": 1, "dic_preprocess": 1, "dic_detect_events": 1, "dic_windows": 1}

@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from latentmech.dic.samples import figure_sample, sample_file_inputs, sample_table
+from latentmech.core.schema import load_schema
+from latentmech.dic.samples import figure_sample, read_materials, sample_file_inputs, sample_table
 
 
 class DicPlan:
@@ -24,6 +25,10 @@ class DicPlan:
         self.samples: pd.DataFrame = sample_table(dic, schemas)
         self.synthetic = dic["source"] == "synthetic"
         self.materials = sorted(self.samples["material"].unique())
+        if dic.get("materials"):  # fail early, naming the table, rather than in a job
+            read_materials(
+                dic["materials"], load_schema(Path(schemas) / "dic_materials.schema.yaml")
+            )
 
     def path(self, *parts: str) -> str:
         """A path below ``results/dic``."""

@@ -385,7 +385,8 @@ def largest_remainder(total: int, fractions: Sequence[float]) -> np.ndarray:
     quotas = np.asarray(fractions, dtype=float) * total
     counts = np.floor(quotas + 1e-9).astype(int)
     leftover = total - counts.sum()
-    order = np.argsort(-(quotas - counts), kind="stable")
+    # Rounded so that 18 × 0.7 = 12.5999… and 18 × 0.2 = 3.6000…1 count as the tie they are.
+    order = np.argsort(-np.round(quotas - counts, 9), kind="stable")
     counts[order[:leftover]] += 1
     return counts
 

@@ -21,14 +21,13 @@ from latentmech.core.store import (
     atomic_path,
     open_zarr,
     provenance,
-    read_table,
     write_table,
     write_zarr,
 )
-from latentmech.dic import events as ev
-from latentmech.dic import io as dic_io
-from latentmech.dic import kinematics, prep, synth
-from latentmech.dic.samples import FROM_DISPLACEMENT, PROPERTY_COLUMNS, sample_files, split_file_key
+from latentmech.dic import prep
+
+# The generator, the readers and the event detector import heavy libraries (scipy.spatial,
+# scikit-image, h5py …); each stage imports only what it runs, since every job is a new process.
 
 Settings = Mapping[str, Any]
 SAMPLE_ATTRS = ("sample", "material", "specimen", "step", "strain_pct", "stress_mpa", "role")
@@ -39,6 +38,9 @@ SAMPLE_ATTRS = ("sample", "material", "specimen", "step", "strain_pct", "stress_
 
 def materials(output: Path, settings: Settings, code: str = "", table: Path | None = None) -> None:
     """Write the materials table: generated properties (synthetic) or the user's checked table."""
+    from latentmech.dic import synth
+    from latentmech.dic.samples import PROPERTY_COLUMNS
+
     if settings["source"] == "synthetic":
         seed = int(settings["seed"])
         rows = []
@@ -46,8 +48,8 @@ def materials(output: Path, settings: Settings, code: str = "", table: Path | No
             spec = synth.MaterialSpec.from_dict(spec_dict)
             rows.append({"material": spec.name, **synth.material_properties(spec, seed)})
         frame = pd.DataFrame(rows, columns=["material", *PROPERTY_COLUMNS])
-    elif table is not None:
-        frame = read_table(table)
+    elif table is not None:  # checked against its schema when the job graph was built (DicPlan)
+        frame = pd.read_csv(table, sep="\t", comment="#")
     else:  # measured maps without known properties (prediction only)
         frame = pd.DataFrame({"material": sorted(settings["names"])})
         for column in PROPERTY_COLUMNS:
@@ -98,6 +100,8 @@ def _sample_attrs(sample: Mapping[str, Any]) -> dict[str, Any]:
 
 def synthesize(raw: Path, settings: Settings, code: str = "") -> None:
     """Generate one synthetic HR-DIC map (four modalities + ground truth) for one sample."""
+    from latentmech.dic import synth
+
     sample = dict(settings["sample"])
     spec = synth.MaterialSpec.from_dict(settings["material"])
     map_settings = synth.SynthSettings.from_dict(settings["map"])
@@ -130,6 +134,10 @@ def _read_modalities(
     sample: Mapping[str, Any], modalities: Sequence[str]
 ) -> tuple[dict, float, dict]:
     """Maps of one sheet row, each with the file it came from; DaVis displacement → strain fields."""
+    from latentmech.dic import io as dic_io
+    from latentmech.dic import kinematics
+    from latentmech.dic.samples import FROM_DISPLACEMENT, sample_files, split_file_key
+
     files = sample_files(sample)
     fields: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
@@ -222,6 +230,8 @@ def detect_events(
     prepped: Path, labels: Path, table: Path, settings: Settings, code: str = ""
 ) -> None:
     """Segment individual slip events of one preprocessed map; labels and per-event statistics."""
+    from latentmech.dic import events as ev
+
     source = open_zarr(prepped)
     channel = settings["modality"]
     if channel not in source:
@@ -253,36 +263,53 @@ def detect_events(
     write_table(stats, table)
 
 
-def _truth_visible(truth: np.ndarray, detected_on: np.ndarray, min_pixels: float) -> np.ndarray:
-    """Ground-truth labels restricted to bands visible after preprocessing (≥ min_pixels above 0)."""
-    visible = np.where(detected_on > 0, truth, 0)
-    counts = np.bincount(visible.ravel(), minlength=truth.max() + 1)
-    keep = counts >= min_pixels
+def _visible_bands(truth: np.ndarray, channel: np.ndarray, min_pixels: float) -> np.ndarray:
+    """Ground-truth bands a detector can see: ≥ half their core and ≥ ``min_pixels`` pixels above 0.
+
+    Faint bands whose intensity stays mostly below the preprocessing threshold are not in the
+    map the detector gets, so they do not count against its recall.
+    """
+    n = int(truth.max()) + 1
+    total = np.bincount(truth.ravel(), minlength=n)
+    seen = np.bincount(truth.ravel(), weights=(channel > 0).ravel(), minlength=n)
+    keep = (seen >= min_pixels) & (seen >= 0.5 * total)
     keep[0] = False
     return np.where(keep[truth], truth, 0)
 
 
 def event_scores(
-    raw: Sequence[Path], prepped: Sequence[Path], labels: Sequence[Path], output: Path,
-    settings: Settings, code: str = "",
-) -> None:  # fmt: skip
-    """Recall and precision of detected events against the generator's bands, per sample."""
+    raw: Sequence[Path],
+    prepped: Sequence[Path],
+    labels: Sequence[Path],
+    output: Path,
+    settings: Settings,
+    code: str = "",
+) -> None:
+    """Recall and precision of detected events against the generator's bands, per sample.
+
+    Recall counts the visible bands (see :func:`_visible_bands`) recovered as one event;
+    precision counts the events that match some band, faint or not.
+    """
+    from latentmech.dic import events as ev
+
     rows = []
     for raw_path, prep_path, label_path in zip(raw, prepped, labels, strict=True):
         truth = open_zarr(raw_path)
+        bands = truth["band_labels"].values
         channel = open_zarr(prep_path)[settings["modality"]].values
         detected = open_zarr(label_path)["events"].values
-        visible = _truth_visible(truth["band_labels"].values, channel, settings["min_length_px"])
-        match = ev.match_events(visible, detected, **settings["match"])
+        visible = _visible_bands(bands, channel, settings["min_length_px"])
+        found = ev.match_events(visible, detected, **settings["match"])
+        correct = ev.match_events(bands, detected, **settings["match"])
         rows.append(
             {k: truth.attrs[k] for k in ("sample", "material", "step")}
             | {
-                "n_truth": match.n_truth,
-                "n_detected": match.n_detected,
-                "n_matched_truth": match.n_matched_truth,
-                "n_matched_detected": match.n_matched_detected,
-                "recall": match.recall,
-                "precision": match.precision,
+                "n_visible_bands": found.n_truth,
+                "n_recovered": found.n_matched_truth,
+                "n_events": correct.n_detected,
+                "n_correct_events": correct.n_matched_detected,
+                "recall": found.recall,
+                "precision": correct.precision,
             }
         )
     write_table(pd.DataFrame(rows), output)
