@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 CORES ?= all
 PROFILE ?= workflow/profiles/local
 PYTEST_ARGS ?=
+# Extra pip arguments for the torch install, e.g. an index of CPU-only wheels on a machine where
+# the default index would serve the (much larger) CUDA build.
+TORCH_PIP_ARGS ?=
 
 .PHONY: run test install install-test lint format dryrun clean
 
@@ -16,7 +19,7 @@ $(BIN)/python:
 
 # torch first, from the pinned CPU build, so no dependency can pull a different (CUDA) torch.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 

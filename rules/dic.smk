@@ -5,7 +5,13 @@ from latentmech.dic.plan import DicPlan
 
 DIC = config["dic"]
 DIC_PLAN = DicPlan(DIC, RESULTS, SCHEMAS)
-DIC_CODE = ["core/store.py", "core/errors.py", "dic/stages.py"]
+DIC_CODE = [
+    "__init__.py",
+    "cli.py",
+    "core/store.py",
+    "core/errors.py",
+    "dic/stages.py",
+]
 
 
 rule dic_materials:
@@ -101,7 +107,7 @@ rule dic_detect_events:
     conda:
         "../envs/dic.yaml"
     params:
-        settings=as_json(DIC["events"]),
+        settings=as_json(DIC_PLAN.detection_settings()),
         code=code_digest(*DIC_CODE, "dic/events.py"),
     shell:
         "latentmech dic detect-events --prepped {input.prepped:q} --labels {output.labels:q} "
@@ -165,7 +171,7 @@ rule dic_figure_modalities:
     conda:
         "../envs/dic.yaml"
     params:
-        settings=as_json({"modalities": DIC["modalities"], **DIC["windows"]}),
+        settings=as_json(DIC_PLAN.figure_settings()),
         code=code_digest(*DIC_CODE, "core/plots.py", "dic/prep.py"),
     shell:
         "latentmech dic figure-modalities --raw {input.raw:q} --figure {output.figure:q} "

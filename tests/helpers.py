@@ -49,6 +49,7 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str
     counts: dict[str, int] = {}
     table = re.search(r"Job stats:\n(.*?)\n\n", text, flags=re.S)
     if table is None:
+        assert "Nothing to be done" in text, f"unexpected dry-run output:\n{text}"
         return counts
     for line in table.group(1).splitlines():
         match = re.match(r"^(\w+)\s+(\d+)$", line.strip())

@@ -141,3 +141,13 @@ def test_property_columns_are_the_generators() -> None:
     from latentmech.dic.synth import PROPERTY_NAMES
 
     assert tuple(PROPERTY_COLUMNS) == tuple(PROPERTY_NAMES) == ("YS", "Q", "b", "UTS", "El", "FS")
+
+
+def test_figure_sample_orders_specimens_naturally() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"sample": ["a", "b", "c"], "material": "M", "specimen": ["10", "2", "2"], "step": [4, 1, 3],
+         "role": "train"}
+    )  # fmt: skip
+    assert figure_sample(table, "M") == "c"  # specimen 2 before 10, its last step

@@ -65,21 +65,45 @@ def test_second_dry_run_has_nothing_to_do(synthetic_run: Path) -> None:
     assert planned_jobs(synthetic_run) == {}
 
 
-def test_touching_code_reruns_nothing(synthetic_run: Path) -> None:
-    (REPO / "src" / "latentmech" / "dic" / "prep.py").touch()
+def test_editing_code_reruns_its_rules_and_touching_it_nothing(synthetic_run: Path) -> None:
+    module = REPO / "src" / "latentmech" / "dic" / "prep.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit\n")
+        edited = planned_jobs(synthetic_run)
+    finally:
+        module.write_text(original)  # same content, new mtime: nothing to do
+    assert edited == {
+        "dic_preprocess": 8,
+        "dic_detect_events": 8,
+        "dic_windows": 1,
+        "dic_event_scores": 1,
+        "dic_figure_modalities": 2,
+    }
     assert planned_jobs(synthetic_run) == {}
+
+
+def test_changing_the_scoring_tolerance_reruns_only_the_scores(synthetic_run: Path) -> None:
+    config = tiny_synthetic_config()
+    config["dic"]["events"]["match"] = {"min_overlap": 0.5, "tolerance_px": 2}
+    jobs = _planned_with(synthetic_run, config)
+    assert jobs == {"dic_event_scores": 1}
+
+
+def _planned_with(workdir: Path, config: dict) -> dict[str, int]:
+    path = workdir / "config.yaml"
+    original = path.read_text()
+    write_config(path, config)
+    try:
+        return planned_jobs(workdir)
+    finally:
+        path.write_text(original)
 
 
 def test_changing_the_blur_reruns_preprocessing_and_what_follows_only(synthetic_run: Path) -> None:
     config = tiny_synthetic_config()
     config["dic"]["prep"]["exx"]["blur_sigma_px"] = 2.0
-    alternative = synthetic_run / "config.yaml"
-    original = alternative.read_text()
-    write_config(alternative, config)
-    try:
-        jobs = planned_jobs(synthetic_run)
-    finally:
-        alternative.write_text(original)
+    jobs = _planned_with(synthetic_run, config)
     assert jobs == {
         "dic_preprocess": 8,
         "dic_detect_events": 8,

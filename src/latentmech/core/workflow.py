@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 
 def ensure_cli_on_path() -> None:
-    """Let jobs find the ``latentmech`` script of the Python running Snakemake.
+    """Make jobs run the ``latentmech`` script of the Python running Snakemake.
 
-    When Snakemake is started from a venv that is not activated (``.venv/bin/snakemake``), the
-    venv's ``bin`` is put first on ``PATH`` so every job runs the same install.
+    That install is the one the rules' code digests describe; putting its ``bin`` first on
+    ``PATH`` also covers a venv that is not activated (``.venv/bin/snakemake``).
     """
     bin_dir = Path(sys.executable).parent
-    if shutil.which("latentmech") is None and (bin_dir / "latentmech").exists():
+    if (bin_dir / "latentmech").exists():
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
 
 

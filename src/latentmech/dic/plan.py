@@ -12,15 +12,48 @@ from typing import Any
 
 import pandas as pd
 
+from latentmech.core.errors import InputError
 from latentmech.core.schema import load_schema
 from latentmech.dic.samples import figure_sample, read_materials, sample_file_inputs, sample_table
+
+#: Modalities the embedded generator produces.
+SYNTHETIC_MODALITIES = ("exx", "intensity", "direction", "rotation")
+
+
+def check_config(dic: Mapping[str, Any]) -> None:
+    """What the schema cannot say about ``config["dic"]``, checked before any job runs."""
+    if dic["source"] == "synthetic":
+        if not dic.get("synthetic"):
+            raise InputError(
+                "config",
+                "dic.synthetic",
+                "source is 'synthetic' but there is no dic.synthetic block",
+            )
+        extra = [m for m in dic["modalities"] if m not in SYNTHETIC_MODALITIES]
+        if extra:
+            raise InputError(
+                "config",
+                "dic.modalities",
+                f"the synthetic generator makes {list(SYNTHETIC_MODALITIES)}, not {extra}",
+            )
+    fractions = dic["windows"]["split"]["fractions"]
+    if abs(sum(fractions) - 1.0) > 1e-9:
+        raise InputError("config", "dic.windows.split.fractions", f"{fractions} must sum to 1")
+    if dic["events"]["modality"] not in dic["modalities"]:
+        raise InputError(
+            "config",
+            "dic.events.modality",
+            f"{dic['events']['modality']!r} is not in dic.modalities",
+        )
 
 
 class DicPlan:
     """What the HR-DIC rules need to know about the study described by ``config["dic"]``."""
 
     def __init__(self, dic: Mapping[str, Any], results: str | Path, schemas: str | Path) -> None:
+        check_config(dic)
         self.config = dic
+        self.schemas = Path(schemas)
         self.root = Path(results) / "dic"
         self.samples: pd.DataFrame = sample_table(dic, schemas)
         self.synthetic = dic["source"] == "synthetic"
@@ -67,7 +100,24 @@ class DicPlan:
                 "seed": synthetic["seed"],
                 "materials": synthetic["materials"],
             }
-        return {"source": "sheet", "names": self.materials}
+        return {
+            "source": "sheet",
+            "names": self.materials,
+            "schema": str(self.schemas / "dic_materials.schema.yaml"),
+        }
+
+    def detection_settings(self) -> dict[str, Any]:
+        """Event detection settings; the scoring's ``match`` block does not rerun detection."""
+        return {k: v for k, v in self.config["events"].items() if k != "match"}
+
+    def figure_settings(self) -> dict[str, Any]:
+        """What the modality figure draws: the modalities and the window grid (not the split)."""
+        windows = self.config["windows"]
+        return {
+            "modalities": self.config["modalities"],
+            "size_px": windows["size_px"],
+            "stride_px": windows.get("stride_px"),
+        }
 
     def figure_raw(self, material: str) -> str:
         """The raw map shown in the modality figure of ``material``."""

@@ -261,7 +261,9 @@ def figure_sample(table: pd.DataFrame, material: str) -> str:
     """The map shown for a material in the modality figure: first specimen, last step, training first."""
     rows = table[table["material"] == material].copy()
     rows["role_order"] = rows["role"].map({"train": 0, "validation": 1, "predict": 2})
-    rows = rows.sort_values(["role_order", "specimen", "step"], ascending=[True, True, False])
+    # Specimen ids are text; "2" should still come before "10".
+    rows["specimen_key"] = rows["specimen"].map(lambda s: (len(s), s) if s.isdigit() else (1e9, s))
+    rows = rows.sort_values(["role_order", "specimen_key", "step"], ascending=[True, True, False])
     return str(rows["sample"].iloc[0])
 
 

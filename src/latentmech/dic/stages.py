@@ -48,8 +48,11 @@ def materials(output: Path, settings: Settings, code: str = "", table: Path | No
             spec = synth.MaterialSpec.from_dict(spec_dict)
             rows.append({"material": spec.name, **synth.material_properties(spec, seed)})
         frame = pd.DataFrame(rows, columns=["material", *PROPERTY_COLUMNS])
-    elif table is not None:  # checked against its schema when the job graph was built (DicPlan)
-        frame = pd.read_csv(table, sep="\t", comment="#")
+    elif table is not None:
+        from latentmech.core.schema import load_schema
+        from latentmech.dic.samples import read_materials
+
+        frame = read_materials(table, load_schema(settings["schema"]))
     else:  # measured maps without known properties (prediction only)
         frame = pd.DataFrame({"material": sorted(settings["names"])})
         for column in PROPERTY_COLUMNS:
@@ -214,7 +217,8 @@ def preprocess(raw: Path, prepped: Path, settings: Settings, code: str = "") -> 
     try:
         result = prep.preprocess(fields, modality_settings)
     except InputError as exc:
-        raise InputError(raw, exc.source, exc.problem) from exc
+        where = f"{exc.source}, {exc.where}" if exc.where else exc.source
+        raise InputError(raw, where, exc.problem) from exc
     data = {}
     for modality, channels in result.channels.items():
         names = prep.channel_names(modality, modality_settings[modality])
