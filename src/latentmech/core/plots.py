@@ -82,4 +82,4 @@ def _draw_grid(ax: Any, grid: pd.DataFrame, size_um: float, pixel_um: float) -> 
     for y0, x0 in zip(
         grid["y0"].to_numpy() * pixel_um, grid["x0"].to_numpy() * pixel_um, strict=True
     ):
-        ax.add_patch(Rectangle((x0, y0), size_um, size_um, fill=False, lw=0.4, ec="0.2", alpha=0.6))
+        ax.add_patch(Rectangle((x0, y0), size_um, size_um, fill=False, lw=0.5, ec="0.6", alpha=0.8))
