@@ -1,0 +1,169 @@
+"""The training loop: an interrupted and resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from latentmech.core.train import (
+    BEST,
+    HISTORY,
+    INTERRUPTED_EXIT_CODE,
+    LAST,
+    Trainer,
+    TrainingInterrupted,
+    TrainSettings,
+    load_checkpoint,
+    resolve_device,
+)
+
+
+def _data(n: int, seed: int) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=generator)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.3
+    return TensorDataset(x, y)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(16, 1)
+    )
+
+
+class _Loss:
+    """MSE with numpy noise (so the numpy RNG matters) and a SIGTERM sent to ourselves during
+    training batch ``signal_at`` (counted from 1 over the whole run)."""
+
+    def __init__(self, signal_at: int | None = None) -> None:
+        self.calls = 0
+        self.signal_at = signal_at
+
+    def __call__(self, model: torch.nn.Module, batch):
+        x, y = batch
+        self.calls += model.training
+        if model.training and self.calls == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        jitter = torch.from_numpy(np.random.normal(0, 0.01, size=tuple(y.shape)).astype(np.float32))
+        loss = torch.nn.functional.mse_loss(model(x), y + jitter)
+        return loss, {"mae": torch.mean(torch.abs(model(x) - y)).item()}
+
+
+SETTINGS = TrainSettings(epochs=4, batch_size=16, lr=1e-2, seed=3)
+
+
+def test_sigterm_then_resume_gives_the_same_weights(tmp_path: Path) -> None:
+    train, val = _data(100, 1), _data(40, 2)
+    reference = Trainer(_model(), _Loss(), SETTINGS, tmp_path / "reference").fit(train, val)
+
+    interrupted = Trainer(_model(), _Loss(signal_at=10), SETTINGS, tmp_path / "run")
+    with pytest.raises(TrainingInterrupted) as stop:
+        interrupted.fit(train, val)
+    assert stop.value.code == INTERRUPTED_EXIT_CODE != 0
+    checkpoint = load_checkpoint(tmp_path / "run" / LAST)
+    assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (1, 3)  # 7 batches per epoch
+
+    resumed = Trainer(_model(), _Loss(), SETTINGS, tmp_path / "run").fit(
+        train, val
+    )  # a new process would do the same
+    for name, tensor in load_checkpoint(reference.last_path)["model"].items():
+        torch.testing.assert_close(
+            load_checkpoint(resumed.last_path)["model"][name], tensor, rtol=0, atol=0
+        )
+    ref_history = pd.read_csv(tmp_path / "reference" / HISTORY)
+    run_history = pd.read_csv(tmp_path / "run" / HISTORY)
+    pd.testing.assert_frame_equal(
+        ref_history.drop(columns="seconds"), run_history.drop(columns="seconds")
+    )
+
+
+def test_best_checkpoint_early_stopping_and_history(tmp_path: Path) -> None:
+    train, val = _data(64, 1), _data(32, 2)
+    settings = TrainSettings(
+        epochs=50, batch_size=32, lr=0.5, seed=0, patience=2
+    )  # lr too high: diverges
+    result = Trainer(_model(), _Loss(), settings, tmp_path).fit(train, val)
+    history = pd.read_csv(tmp_path / HISTORY)
+    assert result.stopped_early and result.epochs_run < 50
+    assert len(history) == result.epochs_run
+    best_epoch = int(history["val_loss"].idxmin()) + 1
+    assert load_checkpoint(tmp_path / BEST)["epoch"] == best_epoch
+    assert result.best_val_loss == pytest.approx(history["val_loss"].min())
+    assert result.epochs_run == best_epoch + 2  # patience 2
+    assert {"epoch", "train_loss", "val_loss", "val_mae", "lr"} <= set(history.columns)
+
+
+def test_training_learns_and_resume_after_completion_does_nothing(tmp_path: Path) -> None:
+    train, val = _data(200, 1), _data(50, 2)
+    settings = TrainSettings(epochs=30, batch_size=32, lr=1e-2, seed=0)
+    first = Trainer(_model(), _Loss(), settings, tmp_path).fit(train, val)
+    assert first.history[-1]["val_loss"] < 0.1 * first.history[0]["val_loss"]
+    again = Trainer(_model(), _Loss(), settings, tmp_path).fit(train, val)
+    assert again.epochs_run == 30 and len(again.history) == 30
+
+
+def test_device_resolution_without_cuda() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_unknown_setting_is_named() -> None:
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainSettings.from_dict({"learning_rate": 1e-3})
+    assert TrainSettings.from_dict({"betas": [0.5, 0.9]}).betas == (0.5, 0.9)
+
+
+CHILD = """
+import sys, time
+from tests.test_core_train import _Loss, _data, _model
+from latentmech.core.train import Trainer, TrainSettings
+
+class SlowLoss(_Loss):
+    def __call__(self, model, batch):
+        if model.training:
+            print("batch", flush=True)
+            time.sleep(0.02)
+        return super().__call__(model, batch)
+
+settings = TrainSettings(epochs=3, batch_size=8, lr=1e-2, seed=5)
+Trainer(_model(), SlowLoss(), settings, sys.argv[1]).fit(_data(120, 1), _data(40, 2))
+"""
+
+
+def test_a_real_sigterm_from_outside_exits_non_zero_and_the_retry_resumes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    run = [sys.executable, "-c", CHILD]
+    reference = subprocess.run(
+        [*run, str(tmp_path / "reference")], cwd=REPO, capture_output=True, text=True
+    )
+    assert reference.returncode == 0, reference.stderr
+    child = subprocess.Popen(
+        [*run, str(tmp_path / "run")], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    for _ in range(20):  # let it get well into the first epoch (15 batches per epoch)
+        child.stdout.readline()
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=60)
+    assert child.returncode == INTERRUPTED_EXIT_CODE
+    state = load_checkpoint(tmp_path / "run" / LAST)
+    assert (state["epoch"], state["step_in_epoch"]) != (3, 0)  # stopped before the end
+    retry = subprocess.run([*run, str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
+    assert retry.returncode == 0, retry.stderr
+    expected = load_checkpoint(tmp_path / "reference" / LAST)["model"]
+    for name, tensor in load_checkpoint(tmp_path / "run" / LAST)["model"].items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
