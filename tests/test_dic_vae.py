@@ -131,3 +131,64 @@ def test_the_vae_learns_through_the_training_loop(tmp_path: Path) -> None:
     result = Trainer(model, loss, settings, tmp_path).fit(data, data)
     first, last = result.history[0]["val_scaled_l2"], result.history[-1]["val_scaled_l2"]
     assert last < 0.2 * first  # from a blur of the mean band to the band itself
+
+
+def _windows_store(path: Path) -> Path:
+    """A tiny windows.zarr with the layout the windows stage writes."""
+    import numpy as np
+    import xarray as xr
+
+    from latentmech.core.store import write_zarr
+
+    rng = np.random.default_rng(0)
+    n = 60
+    intensity = np.zeros((n, 16, 16), np.float32)
+    events = np.zeros((n, 16, 16), np.int32)
+    for i in range(n):
+        for event, column in enumerate(rng.choice(np.arange(2, 14), 2, replace=False), start=1):
+            intensity[i, :, column] = rng.uniform(0.5, 2.0)
+            events[i, :, column] = event
+    split = np.array(["train"] * 36 + ["val"] * 12 + ["test"] * 12, dtype=object)
+    ds = xr.Dataset(
+        {"intensity": (("window", "wy", "wx"), intensity), "events": (("window", "wy", "wx"), events),
+         "valid": (("window", "wy", "wx"), np.ones((n, 16, 16), bool))},
+        coords={"split": ("window", split), "material": ("window", np.array(["A", "B"] * 30, dtype=object)),
+                "step": ("window", np.tile([1, 2, 3], 20))},
+    )  # fmt: skip
+    return write_zarr(ds, path)
+
+
+def test_train_vae_stage_writes_best_weights_sidecar_history_and_scores(tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    from latentmech.core.train import load_checkpoint
+    from latentmech.dic import stages
+
+    store = _windows_store(tmp_path / "windows.zarr")
+    settings = {
+        "modality": "intensity", "channels": ["intensity"], "augment": "reflect_mask", "output": "leaky_relu",
+        "model": {"channels": [8, 16], "kernel_size": 5, "blocks_per_stage": 1, "latent_dim": 16},
+        "loss": {"beta": 1e-3, "max_power": 1.0},
+        "train": {"epochs": 3, "batch_size": 12, "lr": 3e-3, "seed": 0},
+        "workdir": str(tmp_path / "checkpoints"), "threads": 1,
+    }  # fmt: skip
+    out = {
+        name: tmp_path / name for name in ("model.pt", "model.json", "history.csv", "scores.csv")
+    }
+    stages.train_vae(
+        store, out["model.pt"], out["model.json"], out["history.csv"], out["scores.csv"], settings
+    )
+    meta = json.loads(out["model.json"].read_text())
+    model = VAE(VAEConfig.from_dict(meta["config"]))
+    model.load_state_dict(torch.load(out["model.pt"], weights_only=True))
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["model"][name])
+    history = pd.read_csv(out["history.csv"])
+    assert len(history) == 3 == meta["epochs_run"]
+    assert meta["best_val_loss"] == pytest.approx(history["val_loss"].min())
+    scores = pd.read_csv(out["scores.csv"])
+    assert len(scores) == 12 and set(scores["material"]) == {"A", "B"}
+    assert scores["ssim"].between(-1, 1).all() and scores["psnr"].notna().all()

@@ -50,6 +50,16 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
                 {"prepped": "many", "labels": "many", "windows_zarr": "one", "windows_csv": "one"},
             ),
             "figure-modalities": Stage("figure_modalities", {"raw": "one", "figure": "one"}),
+            "train-vae": Stage(
+                "train_vae",
+                {
+                    "windows_zarr": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "history": "one",
+                    "scores": "one",
+                },
+            ),
         },
     ),
 }
