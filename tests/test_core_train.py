@@ -167,3 +167,12 @@ def test_a_real_sigterm_from_outside_exits_non_zero_and_the_retry_resumes(tmp_pa
     expected = load_checkpoint(tmp_path / "reference" / LAST)["model"]
     for name, tensor in load_checkpoint(tmp_path / "run" / LAST)["model"].items():
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
+    def exploding(model: torch.nn.Module, batch):
+        x, y = batch
+        return torch.nn.functional.mse_loss(model(x), y) * float("inf"), {}
+
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 1, batch 1"):
+        Trainer(_model(), exploding, SETTINGS, tmp_path).fit(_data(32, 1), _data(16, 2))

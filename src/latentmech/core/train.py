@@ -395,6 +395,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, _ = self.loss_fn(self.model, batch)
+            if not torch.isfinite(loss.detach()):
+                raise FloatingPointError(
+                    f"non-finite training loss ({float(loss.detach())}) at epoch {epoch + 1}, batch "
+                    f"{step + 1}: lower the learning rate or check the inputs; the last good "
+                    f"checkpoint is {self.workdir / LAST}"
+                )
             loss.backward()
             self.optimizer.step()
             size = _batch_size(batch)
