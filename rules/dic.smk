@@ -12,6 +12,14 @@ DIC_CODE = [
     "core/errors.py",
     "dic/stages.py",
 ]
+DIC_VAE_CODE = [
+    *DIC_CODE,
+    "dic/vae.py",
+    "dic/prep.py",
+    "core/train.py",
+    "core/nn.py",
+    "core/metrics.py",
+]
 
 
 rule dic_materials:
@@ -175,4 +183,55 @@ rule dic_figure_modalities:
         code=code_digest(*DIC_CODE, "core/plots.py", "dic/prep.py"),
     shell:
         "latentmech dic figure-modalities --raw {input.raw:q} --figure {output.figure:q} "
+        "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+rule dic_train_vae:
+    input:
+        windows_zarr=DIC_PLAN.path("windows.zarr"),
+    output:
+        model=DIC_PLAN.path("vae", "{modality}_{augment}", "model.pt"),
+        sidecar=DIC_PLAN.path("vae", "{modality}_{augment}", "model.json"),
+        history=DIC_PLAN.path("vae", "{modality}_{augment}", "history.csv"),
+        scores=DIC_PLAN.path("vae", "{modality}_{augment}", "scores.csv"),
+    log:
+        log("dic_train_vae", "{modality}_{augment}"),
+    benchmark:
+        bench("dic_train_vae", "{modality}_{augment}")
+    wildcard_constraints:
+        modality="[a-z_]+?",
+        augment="none|reflect|reflect_mask",
+    conda:
+        "../envs/dic.yaml"
+    threads: DIC["vae"]["threads"]
+    params:
+        settings=lambda w: as_json(
+            DIC_PLAN.vae_settings(w.modality, w.augment, code_digest(*DIC_VAE_CODE))
+        ),
+        code=code_digest(*DIC_VAE_CODE),
+    shell:
+        "latentmech dic train-vae --windows-zarr {input.windows_zarr:q} "
+        "--model {output.model:q} --sidecar {output.sidecar:q} --history {output.history:q} "
+        "--scores {output.scores:q} --settings {params.settings:q} --code {params.code} "
+        "> {log:q} 2>&1"
+
+
+rule dic_reconstruction_table:
+    input:
+        scores=DIC_PLAN.vae_scores(),
+    output:
+        table=report(
+            DIC_PLAN.path("vae", "reconstruction_table.csv"),
+            caption="../workflow/report/dic_reconstruction_table.rst",
+            category="HR-DIC",
+        ),
+    log:
+        log("dic_reconstruction_table"),
+    conda:
+        "../envs/dic.yaml"
+    params:
+        settings=as_json({"variants": DIC_PLAN.vae_variants()}),
+        code=code_digest(*DIC_CODE),
+    shell:
+        "latentmech dic reconstruction-table --scores {input.scores:q} --table {output.table:q} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import xarray as xr
 from tests.helpers import REPO, planned_jobs, snakemake, tiny_synthetic_config, write_config
 
 pytestmark = pytest.mark.slow
+
+#: Everything downstream of the windows: four modalities' VAEs, two comparison trainings, the table.
+VAE_JOBS = {"dic_train_vae": 6, "dic_reconstruction_table": 1}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +52,14 @@ def test_outputs_of_the_synthetic_study(synthetic_run: Path) -> None:
         assert counts["train"] == round(0.7 * 18)
     np.testing.assert_array_equal(windows["split"].values, table["split"].values)
     assert (dic / "figures" / "modalities_W_Nickel600.png").stat().st_size > 10_000
+    table = pd.read_csv(dic / "vae" / "reconstruction_table.csv")
+    assert len(table) == 6 * 2  # six trained variants × two materials
+    assert set(table["augment"]) == {"none", "reflect", "reflect_mask"}
+    assert table["ssim_first_step"].between(-1, 1).all()
+    meta = json.loads((dic / "vae" / "intensity_reflect_mask" / "model.json").read_text())
+    assert meta["config"]["latent_dim"] == 128 and meta["channels"] == ["intensity"]
+    direction = json.loads((dic / "vae" / "direction_reflect_mask" / "model.json").read_text())
+    assert direction["config"]["output"] == "tanh" and direction["config"]["in_channels"] == 2
     materials = pd.read_csv(dic / "materials.tsv", sep="\t")
     assert list(materials.columns) == ["material", "YS", "Q", "b", "UTS", "El", "FS"]
 
@@ -79,6 +91,7 @@ def test_editing_code_reruns_its_rules_and_touching_it_nothing(synthetic_run: Pa
         "dic_windows": 1,
         "dic_event_scores": 1,
         "dic_figure_modalities": 2,
+        **VAE_JOBS,
     }
     assert planned_jobs(synthetic_run) == {}
 
@@ -109,6 +122,7 @@ def test_changing_the_blur_reruns_preprocessing_and_what_follows_only(synthetic_
         "dic_detect_events": 8,
         "dic_windows": 1,
         "dic_event_scores": 1,
+        **VAE_JOBS,
     }
 
 
@@ -147,7 +161,17 @@ def test_adding_a_sample_runs_only_its_jobs_and_the_aggregates(tmp_path: Path) -
     rows.append(_write_sample(tmp_path, "S3", 3, specimen="B"))  # not the figure's specimen
     (tmp_path / "samples.tsv").write_text(header + "".join(rows))
     jobs = planned_jobs(tmp_path)
-    assert jobs == {"dic_ingest": 1, "dic_preprocess": 1, "dic_detect_events": 1, "dic_windows": 1}
+    assert (
+        jobs
+        == {
+            "dic_ingest": 1,
+            "dic_preprocess": 1,
+            "dic_detect_events": 1,
+            "dic_windows": 1,
+            "dic_train_vae": 4,  # exx and intensity (paper augmentations), intensity without and with reflections
+            "dic_reconstruction_table": 1,
+        }
+    )
 
 
 def test_bad_sample_sheet_stops_before_any_job(tmp_path: Path) -> None:

@@ -60,6 +60,9 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
                     "scores": "one",
                 },
             ),
+            "reconstruction-table": Stage(
+                "reconstruction_table", {"scores": "many", "table": "one"}
+            ),
         },
     ),
 }

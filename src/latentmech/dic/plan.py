@@ -6,6 +6,7 @@ be tested without Snakemake.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,47 @@ class DicPlan:
         """The raw map shown in the modality figure of ``material``."""
         return self.path("raw", f"{figure_sample(self.samples, material)}.zarr")
 
+    # -- VAEs ---------------------------------------------------------------------------------
+
+    def vae_variants(self) -> list[tuple[str, str]]:
+        """(modality, augmentation) of every VAE trained.
+
+        Each modality gets the paper's augmentations (reflections + event masking; reflections
+        only for the lattice rotation); ``compare_modality`` is also trained without augmentation
+        and with reflections only, for the paper's comparison.
+        """
+        variants = [
+            (m, "reflect" if m == "rotation" else "reflect_mask") for m in self.config["modalities"]
+        ]
+        compare = self.config["vae"].get("compare_modality")
+        if compare in self.config["modalities"]:
+            variants += [(compare, a) for a in ("none", "reflect") if (compare, a) not in variants]
+        return variants
+
+    def vae_settings(self, modality: str, augment: str, code: str) -> dict[str, Any]:
+        """Settings of one VAE training; its resumable checkpoints are keyed by them and the code."""
+        from latentmech.core.workflow import as_json
+        from latentmech.dic.prep import ModalitySettings, channel_names
+
+        vae = self.config["vae"]
+        prep_settings = ModalitySettings.from_dict(self.config["prep"].get(modality, {}))
+        settings = {
+            "modality": modality,
+            "augment": augment,
+            "channels": channel_names(modality, prep_settings),
+            "output": "tanh" if prep_settings.angle_unit else "leaky_relu",
+            "model": vae["model"],
+            "loss": vae["loss"],
+            "train": vae["train"],
+            "threads": vae["threads"],
+        }
+        key = hashlib.sha256((as_json(settings) + code).encode()).hexdigest()[:12]
+        settings["workdir"] = self.path("vae", f"{modality}_{augment}", "checkpoints", key)
+        return settings
+
+    def vae_scores(self) -> list[str]:
+        return [self.path("vae", f"{m}_{a}", "scores.csv") for m, a in self.vae_variants()]
+
     def targets(self) -> list[str]:
         """Everything ``rule all`` asks of the HR-DIC study."""
         targets = [
@@ -130,6 +172,7 @@ class DicPlan:
             self.path("windows.zarr"),
             self.path("windows.csv"),
             *(self.path("figures", f"modalities_{m}.png") for m in self.materials),
+            self.path("vae", "reconstruction_table.csv"),
         ]
         if self.synthetic:
             targets.append(self.path("events", "scores.csv"))
