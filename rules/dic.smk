@@ -235,3 +235,27 @@ rule dic_reconstruction_table:
     shell:
         "latentmech dic reconstruction-table --scores {input.scores:q} --table {output.table:q} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+rule dic_figure_reconstructions:
+    input:
+        windows_zarr=DIC_PLAN.path("windows.zarr"),
+        models=DIC_PLAN.vae_files("model.pt", DIC_PLAN.compared_variants()),
+        sidecars=DIC_PLAN.vae_files("model.json", DIC_PLAN.compared_variants()),
+    output:
+        figure=report(
+            DIC_PLAN.path("figures", "reconstructions.png"),
+            caption="../workflow/report/dic_reconstructions.rst",
+            category="HR-DIC",
+        ),
+    log:
+        log("dic_figure_reconstructions"),
+    conda:
+        "../envs/dic.yaml"
+    params:
+        settings=as_json({"modality": DIC["vae"]["compare_modality"]}),
+        code=code_digest(*DIC_CODE, "dic/vae.py", "core/plots.py"),
+    shell:
+        "latentmech dic figure-reconstructions --windows-zarr {input.windows_zarr:q} "
+        "--models {input.models:q} --sidecars {input.sidecars:q} --figure {output.figure:q} "
+        "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"

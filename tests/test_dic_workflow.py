@@ -16,7 +16,11 @@ from tests.helpers import REPO, planned_jobs, snakemake, tiny_synthetic_config, 
 pytestmark = pytest.mark.slow
 
 #: Everything downstream of the windows: four modalities' VAEs, two comparison trainings, the table.
-VAE_JOBS = {"dic_train_vae": 6, "dic_reconstruction_table": 1}
+VAE_JOBS = {
+    "dic_train_vae": 6,
+    "dic_reconstruction_table": 1,
+    "dic_figure_reconstructions": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,7 @@ def test_outputs_of_the_synthetic_study(synthetic_run: Path) -> None:
         assert counts["train"] == round(0.7 * 18)
     np.testing.assert_array_equal(windows["split"].values, table["split"].values)
     assert (dic / "figures" / "modalities_W_Nickel600.png").stat().st_size > 10_000
+    assert (dic / "figures" / "reconstructions.png").stat().st_size > 10_000
     table = pd.read_csv(dic / "vae" / "reconstruction_table.csv")
     assert len(table) == 6 * 2  # six trained variants × two materials
     assert set(table["augment"]) == {"none", "reflect", "reflect_mask"}
@@ -161,17 +166,10 @@ def test_adding_a_sample_runs_only_its_jobs_and_the_aggregates(tmp_path: Path) -
     rows.append(_write_sample(tmp_path, "S3", 3, specimen="B"))  # not the figure's specimen
     (tmp_path / "samples.tsv").write_text(header + "".join(rows))
     jobs = planned_jobs(tmp_path)
-    assert (
-        jobs
-        == {
-            "dic_ingest": 1,
-            "dic_preprocess": 1,
-            "dic_detect_events": 1,
-            "dic_windows": 1,
-            "dic_train_vae": 4,  # exx and intensity (paper augmentations), intensity without and with reflections
-            "dic_reconstruction_table": 1,
-        }
-    )
+    # exx and intensity with the paper's augmentations, intensity also without and with reflections
+    vae_jobs = {"dic_train_vae": 4, "dic_reconstruction_table": 1, "dic_figure_reconstructions": 1}
+    per_sample = {"dic_ingest": 1, "dic_preprocess": 1, "dic_detect_events": 1, "dic_windows": 1}
+    assert jobs == per_sample | vae_jobs
 
 
 def test_bad_sample_sheet_stops_before_any_job(tmp_path: Path) -> None:

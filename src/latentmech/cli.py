@@ -63,6 +63,10 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
             "reconstruction-table": Stage(
                 "reconstruction_table", {"scores": "many", "table": "one"}
             ),
+            "figure-reconstructions": Stage(
+                "figure_reconstructions",
+                {"windows_zarr": "one", "models": "many", "sidecars": "many", "figure": "one"},
+            ),
         },
     ),
 }

@@ -83,3 +83,31 @@ def _draw_grid(ax: Any, grid: pd.DataFrame, size_um: float, pixel_um: float) -> 
         grid["y0"].to_numpy() * pixel_um, grid["x0"].to_numpy() * pixel_um, strict=True
     ):
         ax.add_patch(Rectangle((x0, y0), size_um, size_um, fill=False, lw=0.5, ec="0.6", alpha=0.8))
+
+
+def image_grid(
+    images: list[list[np.ndarray]],
+    row_labels: list[str],
+    column_labels: list[str],
+    title: str = "",
+    cmap: str = "viridis",
+) -> Figure:
+    """A grid of images sharing one colour scale per row (e.g. originals and reconstructions)."""
+    n_rows, n_cols = len(images), len(images[0])
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.2 * n_cols, 2.2 * n_rows), squeeze=False, layout="constrained"
+    )
+    for r, row in enumerate(images):
+        low, high = _robust_limits(np.asarray(row[0]), signed=bool(np.nanmin(row[0]) < 0))
+        for c, image in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(image, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(column_labels[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -165,6 +165,16 @@ class DicPlan:
     def vae_scores(self) -> list[str]:
         return [self.path("vae", f"{m}_{a}", "scores.csv") for m, a in self.vae_variants()]
 
+    def compared_variants(self) -> list[tuple[str, str]]:
+        """The trainings of ``compare_modality`` (paper Fig. 7), in the paper's order."""
+        compare = self.config["vae"].get("compare_modality")
+        order = {"none": 0, "reflect": 1, "reflect_mask": 2}
+        found = [v for v in self.vae_variants() if v[0] == compare]
+        return sorted(found, key=lambda v: order[v[1]])
+
+    def vae_files(self, name: str, variants: list[tuple[str, str]]) -> list[str]:
+        return [self.path("vae", f"{m}_{a}", name) for m, a in variants]
+
     def targets(self) -> list[str]:
         """Everything ``rule all`` asks of the HR-DIC study."""
         targets = [
@@ -174,6 +184,8 @@ class DicPlan:
             *(self.path("figures", f"modalities_{m}.png") for m in self.materials),
             self.path("vae", "reconstruction_table.csv"),
         ]
+        if self.compared_variants():
+            targets.append(self.path("figures", "reconstructions.png"))
         if self.synthetic:
             targets.append(self.path("events", "scores.csv"))
         return targets

@@ -586,3 +586,43 @@ def reconstruction_table(
                  "n_windows": len(group)}
             )  # fmt: skip
     write_table(pd.DataFrame(rows), table)
+
+
+def figure_reconstructions(
+    windows_zarr: Path, models: Sequence[Path], sidecars: Sequence[Path], figure: Path,
+    settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """Paper Fig. 7: one test window per material, original and each variant's reconstruction.
+
+    The window shown is the material's test window with the largest total of the modality's
+    first channel (the most deformation events), so the comparison is about slip bands.
+    """
+    import json
+
+    import torch
+
+    from latentmech.core import plots
+    from latentmech.dic import vae
+
+    reconstructors = []
+    for model_path, sidecar in zip(models, sidecars, strict=True):
+        meta = json.loads(Path(sidecar).read_text())
+        model = vae.VAE(vae.VAEConfig.from_dict(meta["config"]))
+        model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
+        reconstructors.append((meta["augment"], model.eval(), meta["channels"]))
+    channels = reconstructors[0][2]
+    test = _window_arrays(windows_zarr, channels, "test")
+    rows, labels = [], []
+    for material in sorted(set(test["material"])):
+        index = np.flatnonzero(test["material"] == material)
+        best = index[np.argmax(test["x"][index, 0].sum(axis=(1, 2)))]
+        x = torch.from_numpy(test["x"][best : best + 1])
+        with torch.no_grad():
+            outputs = [model(x)[0][0, 0].numpy() for _, model, _ in reconstructors]
+        rows.append([test["x"][best, 0], *outputs])
+        labels.append(f"{material}\nstep {test['step'][best]}")
+    columns = ["original", *(f"{augment}" for augment, _, _ in reconstructors)]
+    fig = plots.image_grid(
+        rows, labels, columns, title=f"{settings['modality']}: test windows and reconstructions"
+    )
+    plots.save_figure(fig, figure)
