@@ -15,6 +15,7 @@ from latentmech.dic.vae import (
     VAE,
     VAEConfig,
     kl_divergence,
+    load_vae,
     mask_events,
     reflect,
     scaled_l2,
@@ -159,7 +160,6 @@ def _windows_store(path: Path) -> Path:
 
 
 def test_train_vae_stage_writes_best_weights_sidecar_history_and_scores(tmp_path: Path) -> None:
-    import json
 
     import pandas as pd
 
@@ -180,9 +180,7 @@ def test_train_vae_stage_writes_best_weights_sidecar_history_and_scores(tmp_path
     stages.train_vae(
         store, out["model.pt"], out["model.json"], out["history.csv"], out["scores.csv"], settings
     )
-    meta = json.loads(out["model.json"].read_text())
-    model = VAE(VAEConfig.from_dict(meta["config"]))
-    model.load_state_dict(torch.load(out["model.pt"], weights_only=True))
+    model, meta = load_vae(out["model.pt"], out["model.json"])
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, best["model"][name])

@@ -63,9 +63,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def _string_coords_to_object(ds: xr.Dataset) -> xr.Dataset:
     """Variable-length UTF-8 is zarr v3's stable string type; fixed-width numpy strings are not."""
     converted = {
-        name: var.astype(object)
-        for name, var in ds.variables.items()
-        if var.dtype.kind == "U" or var.dtype.kind == "T"
+        name: var.astype(object) for name, var in ds.variables.items() if var.dtype.kind in "UT"
     }
     return ds.assign_coords({k: v for k, v in converted.items() if k in ds.coords}).assign(
         {k: v for k, v in converted.items() if k in ds.data_vars}
@@ -77,12 +75,23 @@ def write_zarr(ds: xr.Dataset, target: str | Path, attrs: Mapping[str, Any] | No
     ds = _string_coords_to_object(ds)
     if attrs:
         ds = ds.assign_attrs(**attrs)
-    with atomic_path(target) as tmp, warnings.catch_warnings():
-        # Consolidated metadata is a zarr-python extension in v3; it lets xarray.open_zarr open
-        # the store without probing every array and without warning the user.
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
+    with atomic_path(target) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        consolidate_zarr(tmp)
     return Path(target)
+
+
+def consolidate_zarr(path: str | Path) -> None:
+    """Write consolidated metadata into a finished store.
+
+    Consolidated metadata is a zarr-python extension in v3; it lets ``xarray.open_zarr`` open the
+    store without probing every array and without warning the user.
+    """
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
 
 
 def open_zarr(path: str | Path) -> xr.Dataset:

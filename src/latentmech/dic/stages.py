@@ -19,6 +19,7 @@ from latentmech.core.errors import InputError
 from latentmech.core.store import (
     DEFAULT_ITEM_CHUNK,
     atomic_path,
+    consolidate_zarr,
     open_zarr,
     provenance,
     read_table,
@@ -414,18 +415,8 @@ def windows(
                 )
             else:
                 ds.to_zarr(tmp, append_dim="window", zarr_format=3, consolidated=False)
-        _consolidate(tmp)
+        consolidate_zarr(tmp)
     write_table(table.drop(columns=["source"]), windows_csv)
-
-
-def _consolidate(path: Path) -> None:
-    import warnings
-
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(str(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,8 +588,6 @@ def figure_reconstructions(
     The window shown is the material's test window with the largest total of the modality's
     first channel (the most deformation events), so the comparison is about slip bands.
     """
-    import json
-
     import torch
 
     from latentmech.core import plots
@@ -606,10 +595,8 @@ def figure_reconstructions(
 
     reconstructors = []
     for model_path, sidecar in zip(models, sidecars, strict=True):
-        meta = json.loads(Path(sidecar).read_text())
-        model = vae.VAE(vae.VAEConfig.from_dict(meta["config"]))
-        model.load_state_dict(torch.load(model_path, map_location="cpu", weights_only=True))
-        reconstructors.append((meta["augment"], model.eval(), meta["channels"]))
+        model, meta = vae.load_vae(model_path, sidecar)
+        reconstructors.append((meta["augment"], model, meta["channels"]))
     channels = reconstructors[0][2]
     test = _window_arrays(windows_zarr, channels, "test")
     rows, labels = [], []

@@ -23,9 +23,11 @@ change sign (the paper does not say; it is what a mirrored measurement would giv
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -157,6 +159,14 @@ class VAE(nn.Module):
         mu, log_var = self.encoder(x)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var) if self.training else mu
         return self.decoder(z), mu, log_var
+
+
+def load_vae(weights: str | Path, sidecar: str | Path) -> tuple[VAE, dict[str, Any]]:
+    """A trained VAE in eval mode from its ``state_dict`` and JSON sidecar (``weights_only`` load)."""
+    meta = json.loads(Path(sidecar).read_text())
+    model = VAE(VAEConfig.from_dict(meta["config"]))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval(), meta
 
 
 def scaled_l2(
