@@ -176,3 +176,73 @@ def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 1, batch 1"):
         Trainer(_model(), exploding, SETTINGS, tmp_path).fit(_data(32, 1), _data(16, 2))
+
+
+# -- parameter groups and frozen parameters ---------------------------------------------------
+
+
+def _groups(model: torch.nn.Module) -> list[dict]:
+    """First linear layer at the base rate, last one at 5× (the shape partial retraining uses)."""
+    return [
+        {"params": model[0].parameters()},
+        {"params": model[3].parameters(), "lr_factor": 5.0},
+    ]
+
+
+def test_a_group_with_lr_factor_5_gets_5_times_the_learning_rate(tmp_path: Path) -> None:
+    model = _model()
+    trainer = Trainer(model, _Loss(), SETTINGS, tmp_path, param_groups=_groups(model))
+    lrs = [group["lr"] for group in trainer.optimizer.param_groups]
+    assert lrs == [SETTINGS.lr, 5 * SETTINGS.lr]
+    result = trainer.fit(_data(32, 1), _data(16, 2))
+    assert result.history[-1]["lr"] == SETTINGS.lr  # the history reports group 0
+
+
+def test_default_groups_are_unchanged_and_frozen_parameters_are_not_optimised(
+    tmp_path: Path,
+) -> None:
+    model = _model()
+    model[0].weight.requires_grad_(False)
+    before = model[0].weight.detach().clone()
+    settings = TrainSettings(epochs=2, batch_size=16, lr=1e-2, seed=3, weight_decay=0.1)
+    trainer = Trainer(model, _Loss(), settings, tmp_path)
+    (group,) = trainer.optimizer.param_groups
+    assert group["lr"] == settings.lr
+    assert {id(p) for p in group["params"]} == {
+        id(p) for p in model.parameters() if p is not model[0].weight
+    }
+    trainer.fit(_data(32, 1), _data(16, 2))
+    torch.testing.assert_close(model[0].weight, before, rtol=0, atol=0)
+    assert not torch.equal(model[0].bias, _model()[0].bias)  # the rest did train
+
+
+def test_bad_groups_are_named(tmp_path: Path) -> None:
+    model = _model()
+    with pytest.raises(ValueError, match="lr_scale"):
+        bad = [{"params": model.parameters(), "lr_scale": 2}]
+        Trainer(model, _Loss(), SETTINGS, tmp_path, param_groups=bad)
+    with pytest.raises(ValueError, match="not the model's"):
+        foreign = [{"params": _model().parameters()}]
+        Trainer(model, _Loss(), SETTINGS, tmp_path, param_groups=foreign)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="frozen"):
+        Trainer(model, _Loss(), SETTINGS, tmp_path)
+
+
+def test_sigterm_then_resume_with_groups_gives_the_same_weights(tmp_path: Path) -> None:
+    train, val = _data(100, 1), _data(40, 2)
+
+    def trainer(loss: _Loss, workdir: Path) -> Trainer:
+        model = _model()
+        return Trainer(model, loss, SETTINGS, workdir, param_groups=_groups(model))
+
+    reference = trainer(_Loss(), tmp_path / "reference").fit(train, val)
+    with pytest.raises(TrainingInterrupted):
+        trainer(_Loss(signal_at=10), tmp_path / "run").fit(train, val)
+    resumed = trainer(_Loss(), tmp_path / "run").fit(train, val)
+    expected = load_checkpoint(reference.last_path)
+    actual = load_checkpoint(resumed.last_path)
+    assert [g["lr"] for g in actual["optimizer"]["param_groups"]] == [1e-2, 5e-2]
+    for name, tensor in expected["model"].items():
+        torch.testing.assert_close(actual["model"][name], tensor, rtol=0, atol=0)
