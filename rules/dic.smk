@@ -20,6 +20,9 @@ DIC_VAE_CODE = [
     "core/nn.py",
     "core/metrics.py",
 ]
+DIC_LATENT_CODE = [*DIC_CODE, "dic/latent.py", "dic/vae.py", "dic/prep.py"]
+DIC_CNN_CODE = [*DIC_LATENT_CODE, "dic/cnn.py", "core/train.py", "core/nn.py"]
+DIC_EVAL_CODE = [*DIC_CODE, "dic/evaluate.py", "core/plots.py", "core/metrics.py"]
 
 
 rule dic_materials:
@@ -125,9 +128,9 @@ rule dic_detect_events:
 
 rule dic_event_scores:
     input:
-        raw=DIC_PLAN.each("raw", "{sample}.zarr"),
-        prepped=DIC_PLAN.each("prep", "{sample}.zarr"),
-        labels=DIC_PLAN.each("events", "{sample}.zarr"),
+        raw=DIC_PLAN.database("raw", "{sample}.zarr"),
+        prepped=DIC_PLAN.database("prep", "{sample}.zarr"),
+        labels=DIC_PLAN.database("events", "{sample}.zarr"),
     output:
         DIC_PLAN.path("events", "scores.csv"),
     log:
@@ -145,8 +148,8 @@ rule dic_event_scores:
 
 rule dic_windows:
     input:
-        prepped=DIC_PLAN.each("prep", "{sample}.zarr"),
-        labels=DIC_PLAN.each("events", "{sample}.zarr"),
+        prepped=DIC_PLAN.database("prep", "{sample}.zarr"),
+        labels=DIC_PLAN.database("events", "{sample}.zarr"),
     output:
         windows_zarr=directory(DIC_PLAN.path("windows.zarr")),
         windows_csv=DIC_PLAN.path("windows.csv"),
@@ -259,3 +262,310 @@ rule dic_figure_reconstructions:
         "latentmech dic figure-reconstructions --windows-zarr {input.windows_zarr:q} "
         "--models {input.models:q} --sidecars {input.sidecars:q} --figure {output.figure:q} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+# Latent maps: the database samples (train, validation) in one job, which loads the VAEs once;
+# each `predict` sample in its own job, so adding one encodes only it.
+rule dic_encode_database:
+    input:
+        raw=DIC_PLAN.database("raw", "{sample}.zarr"),
+        prepped=DIC_PLAN.database("prep", "{sample}.zarr"),
+        models=DIC_PLAN.vae_files("model.pt", DIC_PLAN.latent_variants()),
+        sidecars=DIC_PLAN.vae_files("model.json", DIC_PLAN.latent_variants()),
+    output:
+        latent=[directory(p) for p in DIC_PLAN.database("latent", "{sample}.zarr")],
+    log:
+        log("dic_encode_database"),
+    benchmark:
+        bench("dic_encode_database")
+    conda:
+        "../envs/dic.yaml"
+    threads: DIC["latent"]["threads"]
+    params:
+        settings=as_json(DIC_PLAN.encode_settings()),
+        code=code_digest(*DIC_LATENT_CODE),
+    shell:
+        "latentmech dic encode --raw {input.raw:q} --prepped {input.prepped:q} "
+        "--models {input.models:q} --sidecars {input.sidecars:q} --latent {output.latent:q} "
+        "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+rule dic_encode:
+    input:
+        raw=DIC_PLAN.path("raw", "{sample}.zarr"),
+        prepped=DIC_PLAN.path("prep", "{sample}.zarr"),
+        models=DIC_PLAN.vae_files("model.pt", DIC_PLAN.latent_variants()),
+        sidecars=DIC_PLAN.vae_files("model.json", DIC_PLAN.latent_variants()),
+    output:
+        latent=directory(DIC_PLAN.path("latent", "{sample}.zarr")),
+    log:
+        log("dic_encode", "{sample}"),
+    wildcard_constraints:
+        sample=DIC_PLAN.predict_pattern(),
+    conda:
+        "../envs/dic.yaml"
+    threads: DIC["latent"]["threads"]
+    params:
+        settings=as_json(DIC_PLAN.encode_settings()),
+        code=code_digest(*DIC_LATENT_CODE),
+    shell:
+        "latentmech dic encode --raw {input.raw:q} --prepped {input.prepped:q} "
+        "--models {input.models:q} --sidecars {input.sidecars:q} --latent {output.latent:q} "
+        "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+rule dic_figure_umap:
+    input:
+        latent=DIC_PLAN.database("latent", "{sample}.zarr"),
+    output:
+        figure=report(
+            DIC_PLAN.path("figures", "umap_{modality}.png"),
+            caption="../workflow/report/dic_umap.rst",
+            category="HR-DIC",
+            subcategory="Latent space",
+        ),
+    log:
+        log("dic_figure_umap", "{modality}"),
+    benchmark:
+        bench("dic_figure_umap", "{modality}")
+    conda:
+        "../envs/dic.yaml"
+    params:
+        settings=lambda w: as_json(DIC_PLAN.umap_settings(w.modality)),
+        code=code_digest(*DIC_EVAL_CODE),
+    shell:
+        "latentmech dic figure-umap --latent {input.latent:q} --figure {output.figure:q} "
+        "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+if DIC_PLAN.cnn_enabled:
+
+    rule dic_cnn_dataset:
+        input:
+            windows_zarr=DIC_PLAN.path("windows.zarr"),
+            latent=DIC_PLAN.each("latent", "{sample}.zarr", roles=("train",)),
+            model=DIC_PLAN.vae_files("model.pt", [DIC_PLAN.cnn_variant()]),
+            sidecar=DIC_PLAN.vae_files("model.json", [DIC_PLAN.cnn_variant()]),
+        output:
+            dataset=directory(DIC_PLAN.path("cnn", "train_maps.zarr")),
+        log:
+            log("dic_cnn_dataset"),
+        benchmark:
+            bench("dic_cnn_dataset")
+        conda:
+            "../envs/dic.yaml"
+        threads: DIC["cnn"]["threads"]
+        params:
+            settings=as_json(DIC_PLAN.cnn_dataset_settings()),
+            code=code_digest(*DIC_LATENT_CODE, "dic/augment.py"),
+        shell:
+            "latentmech dic cnn-dataset --windows-zarr {input.windows_zarr:q} "
+            "--latent {input.latent:q} --model {input.model:q} --sidecar {input.sidecar:q} "
+            "--dataset {output.dataset:q} --settings {params.settings:q} --code {params.code} "
+            "> {log:q} 2>&1"
+
+    rule dic_train_cnn:
+        input:
+            dataset=DIC_PLAN.path("cnn", "train_maps.zarr"),
+            latent=DIC_PLAN.each("latent", "{sample}.zarr", roles=("validation",)),
+            materials=DIC_PLAN.path("materials.tsv"),
+        output:
+            model=DIC_PLAN.path("cnn", "model.pt"),
+            sidecar=DIC_PLAN.path("cnn", "model.json"),
+            history=DIC_PLAN.path("cnn", "history.csv"),
+        log:
+            log("dic_train_cnn"),
+        benchmark:
+            bench("dic_train_cnn")
+        conda:
+            "../envs/dic.yaml"
+        threads: DIC["cnn"]["threads"]
+        params:
+            settings=as_json(DIC_PLAN.cnn_settings(code_digest(*DIC_CNN_CODE))),
+            code=code_digest(*DIC_CNN_CODE),
+        shell:
+            "latentmech dic train-cnn --dataset {input.dataset:q} --latent {input.latent:q} "
+            "--materials {input.materials:q} --model {output.model:q} "
+            "--sidecar {output.sidecar:q} --history {output.history:q} "
+            "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+    rule dic_predict_validation:
+        input:
+            latent=DIC_PLAN.each("latent", "{sample}.zarr", roles=("validation",)),
+            model=DIC_PLAN.path("cnn", "model.pt"),
+            sidecar=DIC_PLAN.path("cnn", "model.json"),
+            materials=DIC_PLAN.path("materials.tsv"),
+        output:
+            predictions=DIC_PLAN.path("cnn", "validation_predictions.csv"),
+        log:
+            log("dic_predict_validation"),
+        conda:
+            "../envs/dic.yaml"
+        params:
+            settings=as_json(DIC_PLAN.predict_settings()),
+            code=code_digest(*DIC_CNN_CODE),
+        shell:
+            "latentmech dic predict --latent {input.latent:q} --model {input.model:q} "
+            "--sidecar {input.sidecar:q} --materials {input.materials:q} "
+            "--predictions {output.predictions:q} --settings {params.settings:q} "
+            "--code {params.code} > {log:q} 2>&1"
+
+    rule dic_predict:
+        input:
+            latent=DIC_PLAN.path("latent", "{sample}.zarr"),
+            model=DIC_PLAN.path("cnn", "model.pt"),
+            sidecar=DIC_PLAN.path("cnn", "model.json"),
+            materials=DIC_PLAN.path("materials.tsv"),
+        output:
+            predictions=report(
+                DIC_PLAN.path("predictions", "{sample}.csv"),
+                caption="../workflow/report/dic_predictions.rst",
+                category="HR-DIC",
+                subcategory="Predictions",
+            ),
+        log:
+            log("dic_predict", "{sample}"),
+        wildcard_constraints:
+            sample=DIC_PLAN.predict_pattern(),
+        conda:
+            "../envs/dic.yaml"
+        params:
+            settings=as_json(DIC_PLAN.predict_settings()),
+            code=code_digest(*DIC_CNN_CODE),
+        shell:
+            "latentmech dic predict --latent {input.latent:q} --model {input.model:q} "
+            "--sidecar {input.sidecar:q} --materials {input.materials:q} "
+            "--predictions {output.predictions:q} --settings {params.settings:q} "
+            "--code {params.code} > {log:q} 2>&1"
+
+    rule dic_evaluate_cnn:
+        input:
+            predictions=DIC_PLAN.path("cnn", "validation_predictions.csv"),
+            sidecar=DIC_PLAN.path("cnn", "model.json"),
+            history=DIC_PLAN.path("cnn", "history.csv"),
+        output:
+            ranges=report(
+                DIC_PLAN.path("cnn", "error_ranges.csv"),
+                caption="../workflow/report/dic_error_ranges.rst",
+                category="HR-DIC",
+                subcategory="Property CNN",
+            ),
+            baseline=report(
+                DIC_PLAN.path("cnn", "baseline.csv"),
+                caption="../workflow/report/dic_baseline.rst",
+                category="HR-DIC",
+                subcategory="Property CNN",
+            ),
+            parity=report(
+                DIC_PLAN.path("figures", "cnn_parity.png"),
+                caption="../workflow/report/dic_cnn_parity.rst",
+                category="HR-DIC",
+                subcategory="Property CNN",
+            ),
+            distributions=report(
+                DIC_PLAN.path("figures", "cnn_distributions.png"),
+                caption="../workflow/report/dic_cnn_distributions.rst",
+                category="HR-DIC",
+                subcategory="Property CNN",
+            ),
+            curves=report(
+                DIC_PLAN.path("figures", "cnn_training.png"),
+                caption="../workflow/report/dic_cnn_training.rst",
+                category="HR-DIC",
+                subcategory="Property CNN",
+            ),
+        log:
+            log("dic_evaluate_cnn"),
+        conda:
+            "../envs/dic.yaml"
+        params:
+            settings=as_json({}),
+            code=code_digest(*DIC_EVAL_CODE),
+        shell:
+            "latentmech dic evaluate-cnn --predictions {input.predictions:q} "
+            "--sidecar {input.sidecar:q} --history {input.history:q} --ranges {output.ranges:q} "
+            "--baseline {output.baseline:q} --parity {output.parity:q} "
+            "--distributions {output.distributions:q} --curves {output.curves:q} "
+            "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+
+# Extending the database with new materials (paper Fig. 13).
+if DIC_PLAN.extension_enabled:
+
+    rule dic_extend_windows:
+        input:
+            prepped=DIC_PLAN.each("prep", "{sample}.zarr", roles=("extend",)),
+            labels=DIC_PLAN.each("events", "{sample}.zarr", roles=("extend",)),
+        output:
+            windows_zarr=directory(DIC_PLAN.path("extend", "windows.zarr")),
+            windows_csv=DIC_PLAN.path("extend", "windows.csv"),
+        log:
+            log("dic_extend_windows"),
+        conda:
+            "../envs/dic.yaml"
+        params:
+            settings=as_json(DIC["windows"]),
+            code=code_digest(*DIC_CODE, "dic/prep.py"),
+        shell:
+            "latentmech dic windows --prepped {input.prepped:q} --labels {input.labels:q} "
+            "--windows-zarr {output.windows_zarr:q} --windows-csv {output.windows_csv:q} "
+            "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+    rule dic_extend_vae:
+        input:
+            windows_zarr=DIC_PLAN.path("windows.zarr"),
+            new_windows_zarr=DIC_PLAN.path("extend", "windows.zarr"),
+            model=DIC_PLAN.vae_files("model.pt", [DIC_PLAN.extension_variant()]),
+            sidecar=DIC_PLAN.vae_files("model.json", [DIC_PLAN.extension_variant()]),
+        output:
+            model=DIC_PLAN.path("extend", "{method}", "model.pt"),
+            sidecar=DIC_PLAN.path("extend", "{method}", "model.json"),
+            history=DIC_PLAN.path("extend", "{method}", "history.csv"),
+        log:
+            log("dic_extend_vae", "{method}"),
+        benchmark:
+            bench("dic_extend_vae", "{method}")
+        wildcard_constraints:
+            method="partial|transfer",
+        conda:
+            "../envs/dic.yaml"
+        threads: DIC["extend"]["threads"]
+        params:
+            settings=lambda w: as_json(
+                DIC_PLAN.extension_settings(
+                    w.method, code_digest(*DIC_VAE_CODE, "dic/retrain.py")
+                )
+            ),
+            code=code_digest(*DIC_VAE_CODE, "dic/retrain.py"),
+        shell:
+            "latentmech dic extend-vae --windows-zarr {input.windows_zarr:q} "
+            "--new-windows-zarr {input.new_windows_zarr:q} --model {input.model:q} "
+            "--sidecar {input.sidecar:q} --output-model {output.model:q} "
+            "--output-sidecar {output.sidecar:q} --history {output.history:q} "
+            "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+
+    rule dic_figure_extension:
+        input:
+            histories=[
+                DIC_PLAN.path("extend", m, "history.csv")
+                for m in ("partial", "transfer")
+            ],
+            reference=DIC_PLAN.vae_files("history.csv", [DIC_PLAN.extension_variant()]),
+        output:
+            figure=report(
+                DIC_PLAN.path("figures", "extension_losses.png"),
+                caption="../workflow/report/dic_extension.rst",
+                category="HR-DIC",
+                subcategory="Latent space",
+            ),
+        log:
+            log("dic_figure_extension"),
+        conda:
+            "../envs/dic.yaml"
+        params:
+            settings=as_json({"methods": ["partial", "transfer"]}),
+            code=code_digest(*DIC_EVAL_CODE),
+        shell:
+            "latentmech dic figure-extension --histories {input.histories:q} "
+            "--reference {input.reference:q} --figure {output.figure:q} "
+            "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"

@@ -59,7 +59,11 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str
 
 
 def tiny_synthetic_config(results: str = "results") -> dict[str, Any]:
-    """Two materials, one training and one validation specimen, two steps, 96-px maps."""
+    """Two materials, one training and one validation specimen, two steps, 96-px maps.
+
+    16-px windows make a 6 × 6 grid, so the CNN has 4 crops of 5 × 5 windows per map; the
+    extension adds one new material (one specimen, two steps); every training is one or two epochs.
+    """
     with open(REPO / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     dic = config["dic"]
@@ -70,5 +74,18 @@ def tiny_synthetic_config(results: str = "results") -> dict[str, Any]:
     for material in materials:
         material["strain_pct"] = material["strain_pct"][-2:]
     dic["synthetic"]["materials"] = materials
+    dic["windows"]["size_px"] = 16
+    dic["vae"]["train"]["epochs"] = 2
+    dic["cnn"].update(
+        crop={"size": 5, "max_overlap": 4},
+        model={"widths": [16, 16], "encoding_dim": 8, "strain_depth": 1, "stress_depth": 2,
+               "dropout": 0.15, "hidden": 16},
+        augment={"reflections": True, "intensity_copies": 1, "strain_jitter": 0.05, "seed": 0},
+        train={"epochs": 2, "batch_size": 32, "lr": 1.0e-3, "seed": 0, "device": "cpu"},
+    )  # fmt: skip
+    dic["umap"].update(n_neighbors=10, max_points=300)
+    new = dict(dic["extend"]["materials"][0], strain_pct=materials[0]["strain_pct"])
+    dic["extend"].update(materials=[new], ramp_steps=5)
+    dic["extend"]["train"]["epochs"] = 1
     config["results"] = results
     return config

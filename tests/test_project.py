@@ -133,7 +133,7 @@ def test_profiles_pass_a_dry_run(tmp_path: Path, profile: str) -> None:
     jobs = planned_jobs(
         tmp_path, "--profile", str(REPO / "workflow" / "profiles" / profile), env=env
     )
-    assert jobs["dic_synthesize"] == 8  # 2 materials × 2 specimens × 2 steps
+    assert jobs["dic_synthesize"] == 8 + 2  # 2 materials × 2 specimens × 2 steps + extension
     assert jobs["dic_windows"] == 1
     assert not (tmp_path / "results").exists()
 

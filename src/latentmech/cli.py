@@ -32,7 +32,7 @@ class Stage:
 
 STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
     "dic": (
-        "HR-DIC study (paper 000): maps → preprocessing → windows and slip events",
+        "HR-DIC study (paper 000): maps → windows, events → VAEs → latent maps → property CNN",
         {
             "materials": Stage("materials", {"output": "one", "table": "optional"}),
             "synthesize": Stage("synthesize", {"raw": "one"}),
@@ -66,6 +66,76 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
             "figure-reconstructions": Stage(
                 "figure_reconstructions",
                 {"windows_zarr": "one", "models": "many", "sidecars": "many", "figure": "one"},
+            ),
+            "encode": Stage(
+                "encode",
+                {
+                    "raw": "many",
+                    "prepped": "many",
+                    "models": "many",
+                    "sidecars": "many",
+                    "latent": "many",
+                },
+            ),
+            "figure-umap": Stage("figure_umap", {"latent": "many", "figure": "one"}),
+            "cnn-dataset": Stage(
+                "cnn_dataset",
+                {
+                    "windows_zarr": "one",
+                    "latent": "many",
+                    "model": "one",
+                    "sidecar": "one",
+                    "dataset": "one",
+                },
+            ),
+            "train-cnn": Stage(
+                "train_cnn",
+                {
+                    "dataset": "one",
+                    "latent": "many",
+                    "materials": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "history": "one",
+                },
+            ),
+            "predict": Stage(
+                "predict",
+                {
+                    "latent": "many",
+                    "model": "one",
+                    "sidecar": "one",
+                    "materials": "one",
+                    "predictions": "one",
+                },
+            ),
+            "extend-vae": Stage(
+                "extend_vae",
+                {
+                    "windows_zarr": "one",
+                    "new_windows_zarr": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "output_model": "one",
+                    "output_sidecar": "one",
+                    "history": "one",
+                },
+            ),
+            "figure-extension": Stage(
+                "figure_extension", {"histories": "many", "reference": "one", "figure": "one"}
+            ),
+            "evaluate-cnn": Stage(
+                "evaluate_cnn",
+                {
+                    "predictions": "one",
+                    "sidecar": "one",
+                    "history": "one",
+                    "ranges": "one",
+                    "baseline": "one",
+                    "parity": "one",
+                    "distributions": "one",
+                    "curves": "one",
+                },
             ),
         },
     ),

@@ -425,6 +425,28 @@ def figure_training_curves(history: pd.DataFrame, window: int = 1) -> Figure:
 # --------------------------------------------------------------------------- latent space
 
 
+def figure_extension(curves: Mapping[str, pd.DataFrame], reference: float) -> Figure:
+    """Fig. 13(C): validation loss of the old (solid) and new (dashed) windows per method.
+
+    ``curves`` maps a method name to its history (``epoch``, ``val_old_loss``, ``val_new_loss``);
+    ``reference`` (the original VAE's minimal validation loss) is drawn as a horizontal line.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
+    for i, (method, history) in enumerate(curves.items()):
+        for column, style, group in (
+            ("val_old_loss", "-", "database"),
+            ("val_new_loss", "--", "new"),
+        ):
+            ax.plot(history["epoch"], history[column], style, color=f"C{i}", marker="o", ms=3,
+                    label=f"{method}: {group} materials")  # fmt: skip
+    ax.axhline(reference, color="black", ls=":", lw=1, label="original VAE, best validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
 def umap_embedding(
     mu: np.ndarray,
     n_neighbors: int = 150,

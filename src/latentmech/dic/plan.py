@@ -7,6 +7,7 @@ be tested without Snakemake.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ import pandas as pd
 from latentmech.core.errors import InputError
 from latentmech.core.schema import load_schema
 from latentmech.dic.samples import figure_sample, read_materials, sample_file_inputs, sample_table
+
+#: Roles of the samples the models are trained and evaluated on.
+DATABASE_ROLES = ("train", "validation")
 
 #: Modalities the embedded generator produces.
 SYNTHETIC_MODALITIES = ("exx", "intensity", "direction", "rotation")
@@ -40,12 +44,45 @@ def check_config(dic: Mapping[str, Any]) -> None:
     fractions = dic["windows"]["split"]["fractions"]
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise InputError("config", "dic.windows.split.fractions", f"{fractions} must sum to 1")
+    encoded = dic["latent"]["modalities"] or dic["modalities"]
+    checks = (
+        ("latent.modalities", encoded, dic["modalities"], "dic.modalities"),
+        ("cnn.modality", [dic["cnn"]["modality"]], encoded, "the encoded modalities"),
+        ("umap.modalities", dic["umap"]["modalities"], encoded, "the encoded modalities"),
+    )
+    for key, wanted, available, name in checks:
+        unknown = [m for m in wanted if m not in available]
+        if unknown:
+            raise InputError("config", f"dic.{key}", f"{unknown} not among {name} {available}")
+    _check_extension(dic)
+    if dic["cnn"]["modality"] == "direction" and dic["cnn"]["augment"]["intensity_copies"]:
+        raise InputError("config", "dic.cnn.augment.intensity_copies",
+                         "the intensity-evolution augmentation scales scalar channels; the "
+                         "direction (cos, sin) cannot be scaled: set it to 0")  # fmt: skip
     if dic["events"]["modality"] not in dic["modalities"]:
         raise InputError(
             "config",
             "dic.events.modality",
             f"{dic['events']['modality']!r} is not in dic.modalities",
         )
+
+
+def _check_extension(dic: Mapping[str, Any]) -> None:
+    extend = dic["extend"]
+    if not extend["materials"]:
+        return
+    if dic["source"] != "synthetic":
+        raise InputError("config", "dic.extend.materials",
+                         "extension materials are generated: only with source 'synthetic'")  # fmt: skip
+    if extend["modality"] not in dic["modalities"]:
+        raise InputError(
+            "config", "dic.extend.modality", f"{extend['modality']!r} is not in dic.modalities"
+        )
+    database = {m["name"] for m in dic["synthetic"]["materials"]}
+    clash = sorted(database & {m["name"] for m in extend["materials"]})
+    if clash:
+        raise InputError("config", "dic.extend.materials",
+                         f"{clash} are already database materials; new ones need new names")  # fmt: skip
 
 
 class DicPlan:
@@ -68,10 +105,28 @@ class DicPlan:
         """A path below ``results/dic``."""
         return str(self.root.joinpath(*parts))
 
-    def each(self, *parts: str) -> list[str]:
-        """The path with ``{sample}`` filled in for every sample."""
+    def each(self, *parts: str, roles: tuple[str, ...] | None = None) -> list[str]:
+        """The path with ``{sample}`` filled in for every sample (of ``roles``, if given)."""
         pattern = self.path(*parts)
-        return [pattern.format(sample=s) for s in self.samples.index]
+        return [pattern.format(sample=s) for s in self.names(roles)]
+
+    def names(self, roles: tuple[str, ...] | None = None) -> list[str]:
+        """Sample names, optionally only those whose role is in ``roles``."""
+        if roles is None:
+            return list(self.samples.index)
+        return list(self.samples.index[self.samples["role"].isin(roles)])
+
+    def database(self, *parts: str) -> list[str]:
+        """The path for every sample of the VAE database (roles train and validation).
+
+        Samples with role ``predict`` stay out of it, so adding one never retrains a model.
+        """
+        return self.each(*parts, roles=DATABASE_ROLES)
+
+    def predict_pattern(self) -> str:
+        """Regular expression matching exactly the ``predict`` samples (never matches if none)."""
+        names = self.names(("predict",))
+        return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
 
     def row(self, sample: str) -> dict[str, Any]:
         """The sample's table row as plain JSON values (None for empty cells)."""
@@ -85,7 +140,8 @@ class DicPlan:
     def synthesize_settings(self, sample: str) -> dict[str, Any]:
         row = self.row(sample)
         synthetic = self.config["synthetic"]
-        material = next(m for m in synthetic["materials"] if m["name"] == row["material"])
+        known = [*synthetic["materials"], *self.config["extend"]["materials"]]
+        material = next(m for m in known if m["name"] == row["material"])
         return {
             "sample": row,
             "material": material,
@@ -133,9 +189,7 @@ class DicPlan:
         only for the lattice rotation); ``compare_modality`` is also trained without augmentation
         and with reflections only, for the paper's comparison.
         """
-        variants = [
-            (m, "reflect" if m == "rotation" else "reflect_mask") for m in self.config["modalities"]
-        ]
+        variants = [self.main_variant(m) for m in self.config["modalities"]]
         compare = self.config["vae"].get("compare_modality")
         if compare in self.config["modalities"]:
             variants += [(compare, a) for a in ("none", "reflect") if (compare, a) not in variants]
@@ -175,6 +229,100 @@ class DicPlan:
     def vae_files(self, name: str, variants: list[tuple[str, str]]) -> list[str]:
         return [self.path("vae", f"{m}_{a}", name) for m, a in variants]
 
+    def main_variant(self, modality: str) -> tuple[str, str]:
+        """The VAE used for a modality's latent maps: the paper's augmentations."""
+        return (modality, "reflect" if modality == "rotation" else "reflect_mask")
+
+    # -- latent maps, property CNN, UMAP -----------------------------------------------------
+
+    def latent_variants(self) -> list[tuple[str, str]]:
+        modalities = self.config["latent"]["modalities"] or self.config["modalities"]
+        return [self.main_variant(m) for m in modalities]
+
+    def encode_settings(self) -> dict[str, Any]:
+        windows, latent = self.config["windows"], self.config["latent"]
+        return {
+            "size_px": windows["size_px"],
+            "stride_px": windows.get("stride_px"),
+            "batch_size": latent["batch_size"],
+            "threads": latent["threads"],
+        }
+
+    @property
+    def cnn_enabled(self) -> bool:
+        """The CNN needs training and validation specimens with known properties."""
+        roles = set(self.samples["role"])
+        known = self.synthetic or bool(self.config.get("materials"))
+        return known and {"train", "validation"} <= roles
+
+    def cnn_variant(self) -> tuple[str, str]:
+        return self.main_variant(self.config["cnn"]["modality"])
+
+    def cnn_dataset_settings(self) -> dict[str, Any]:
+        cnn = self.config["cnn"]
+        return {"augment": cnn["augment"], "batch_size": self.config["latent"]["batch_size"],
+                "threads": cnn["threads"]}  # fmt: skip
+
+    def cnn_settings(self, code: str) -> dict[str, Any]:
+        """Settings of the CNN training; its resumable checkpoints are keyed by them and the code."""
+        from latentmech.core.workflow import as_json
+
+        cnn = self.config["cnn"]
+        keys = ("modality", "crop", "model", "normalise", "input", "train", "keep", "threads")
+        settings = {k: cnn[k] for k in keys}
+        key = hashlib.sha256((as_json(settings) + code).encode()).hexdigest()[:12]
+        settings["workdir"] = self.path("cnn", "checkpoints", key)
+        return settings
+
+    def predict_settings(self) -> dict[str, Any]:
+        return {"modality": self.config["cnn"]["modality"], "crop": self.config["cnn"]["crop"]}
+
+    def umap_settings(self, modality: str) -> dict[str, Any]:
+        return {"modality": modality} | {
+            k: v for k, v in self.config["umap"].items() if k != "modalities"
+        }
+
+    def umap_modalities(self) -> list[str]:
+        encoded = {m for m, _ in self.latent_variants()}
+        return [m for m in self.config["umap"]["modalities"] if m in encoded]
+
+    # -- database extension (paper Fig. 13) -----------------------------------------------------
+
+    @property
+    def extension_enabled(self) -> bool:
+        return bool(self.names(("extend",)))
+
+    def extension_variant(self) -> tuple[str, str]:
+        return self.main_variant(self.config["extend"]["modality"])
+
+    def extension_settings(self, method: str, code: str) -> dict[str, Any]:
+        """Settings of one way of extending the VAE; checkpoints keyed by them and the code."""
+        from latentmech.core.workflow import as_json
+
+        extend = self.config["extend"]
+        keys = ("fraction", "ramp_steps", "lr_factor", "transfer_last_layers", "train", "threads")
+        settings = {"method": method, "loss": self.config["vae"]["loss"]}
+        settings |= {k: extend[k] for k in keys}
+        key = hashlib.sha256((as_json(settings) + code).encode()).hexdigest()[:12]
+        return settings | {"workdir": self.path("extend", method, "checkpoints", key)}
+
+    def extension_targets(self) -> list[str]:
+        if not self.extension_enabled:
+            return []
+        return [self.path("figures", "extension_losses.png")]
+
+    def cnn_targets(self) -> list[str]:
+        if not self.cnn_enabled:
+            return []
+        return [
+            self.path("cnn", "error_ranges.csv"),
+            self.path("cnn", "baseline.csv"),
+            self.path("figures", "cnn_parity.png"),
+            self.path("figures", "cnn_distributions.png"),
+            self.path("figures", "cnn_training.png"),
+            *self.each("predictions", "{sample}.csv", roles=("predict",)),
+        ]
+
     def targets(self) -> list[str]:
         """Everything ``rule all`` asks of the HR-DIC study."""
         targets = [
@@ -188,4 +336,7 @@ class DicPlan:
             targets.append(self.path("figures", "reconstructions.png"))
         if self.synthetic:
             targets.append(self.path("events", "scores.csv"))
-        return targets
+        targets += self.each("latent", "{sample}.zarr", roles=(*DATABASE_ROLES, "predict"))
+        targets += self.extension_targets()
+        targets += [self.path("figures", f"umap_{m}.png") for m in self.umap_modalities()]
+        return targets + self.cnn_targets()

@@ -50,15 +50,24 @@ def synthetic_samples(synthetic: Mapping[str, Any]) -> pd.DataFrame:
 
     The first ``train_specimens`` specimens of each material have role ``train``, the next
     ``validation_specimens`` role ``validation`` (kept out of every training split, as in the
-    paper). Stress is filled in by the generator's Voce law at the ``synthesize`` stage.
+    paper) and the last ``predict_specimens`` role ``predict`` (encoded and predicted only, as a
+    new measurement would be). Stress is filled in by the generator's Voce law at the
+    ``synthesize`` stage.
     """
     pixel = float(synthetic["map"]["pixel_size_um"])
     n_train = int(synthetic["train_specimens"])
-    n_total = n_train + int(synthetic["validation_specimens"])
+    n_validation = n_train + int(synthetic["validation_specimens"])
+    n_total = n_validation + int(synthetic.get("predict_specimens", 0))
     rows = []
     for material in synthetic["materials"]:
         for specimen in range(1, n_total + 1):
-            role = "train" if specimen <= n_train else "validation"
+            role = (
+                "train"
+                if specimen <= n_train
+                else "validation"
+                if specimen <= n_validation
+                else "predict"
+            )
             for step, strain in enumerate(material["strain_pct"], start=1):
                 rows.append(
                     {
@@ -73,6 +82,20 @@ def synthetic_samples(synthetic: Mapping[str, Any]) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows, columns=list(META_COLUMNS))
+
+
+def extension_samples(dic: Mapping[str, Any]) -> pd.DataFrame:
+    """Samples of the new materials the database is extended with (paper Fig. 13), role ``extend``.
+
+    Generated like the study's own (``dic.extend.specimens`` specimens at every step of each
+    material); they enter neither the VAE database nor the property CNN.
+    """
+    materials = dic.get("extend", {}).get("materials") or []
+    if not materials or dic["source"] != "synthetic":
+        return pd.DataFrame(columns=list(META_COLUMNS))
+    synthetic = {**dic["synthetic"], "materials": materials, "predict_specimens": 0,
+                 "train_specimens": dic["extend"]["specimens"], "validation_specimens": 0}  # fmt: skip
+    return synthetic_samples(synthetic).assign(role="extend")
 
 
 def _line(number: int) -> str:
@@ -254,13 +277,16 @@ def sample_table(dic: Mapping[str, Any], schemas: str | Path) -> pd.DataFrame:
             )
         schema = load_schema(Path(schemas) / "dic_samples.schema.yaml")
         table = read_sample_sheet(dic["samples"], schema, dic["modalities"])
+    extension = extension_samples(dic)
+    if len(extension):
+        table = pd.concat([table, extension], ignore_index=True)
     return table.set_index("sample", drop=False)
 
 
 def figure_sample(table: pd.DataFrame, material: str) -> str:
     """The map shown for a material in the modality figure: first specimen, last step, training first."""
     rows = table[table["material"] == material].copy()
-    rows["role_order"] = rows["role"].map({"train": 0, "validation": 1, "predict": 2})
+    rows["role_order"] = rows["role"].map({"train": 0, "validation": 1, "predict": 2, "extend": 3})
     # Specimen ids are text; "2" should still come before "10".
     rows["specimen_key"] = rows["specimen"].map(lambda s: (len(s), s) if s.isdigit() else (1e9, s))
     rows = rows.sort_values(["role_order", "specimen_key", "step"], ascending=[True, True, False])

@@ -349,7 +349,7 @@ def _window_table(
         )
         frames.append(grid)
     table = pd.concat(frames, ignore_index=True)
-    eligible = (table["role"] == "train").to_numpy()
+    eligible = table["role"].isin(["train", "extend"]).to_numpy()  # never validation specimens
     table["split"] = prep.split_windows(
         table["material"].tolist(), eligible, tuple(split["fractions"]), int(split["seed"])
     )
@@ -613,3 +613,727 @@ def figure_reconstructions(
         rows, labels, columns, title=f"{settings['modality']}: test windows and reconstructions"
     )
     plots.save_figure(fig, figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# latent maps
+
+
+def _load_encoders(
+    models: Sequence[Path], sidecars: Sequence[Path], size: int
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """The VAEs of the latent maps, each with its sidecar and weights path; window sizes checked."""
+    from latentmech.dic import vae
+
+    loaded = []
+    for model_path, sidecar in zip(models, sidecars, strict=True):
+        model, meta = vae.load_vae(model_path, sidecar)
+        if int(meta["config"]["window_px"]) != size:
+            raise InputError(
+                sidecar, "config.window_px",
+                f"the VAE encodes {meta['config']['window_px']}-px windows but the latent maps "
+                f"are tiled with {size}-px windows (config dic.windows.size_px)",
+            )  # fmt: skip
+        loaded.append((model, meta, str(model_path)))
+    return loaded
+
+
+def _cell_means(field: np.ndarray, grid: pd.DataFrame, size: int) -> np.ndarray:
+    """NaN-aware mean of a (y, x) field over each window of ``grid``."""
+    windows = prep.extract_windows(field.astype(np.float64), grid, size)
+    finite = np.isfinite(windows)
+    counts = finite.sum(axis=(1, 2))
+    sums = np.where(finite, windows, 0.0).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
+
+
+def _latent_variables(
+    source: xr.Dataset, encoders: Sequence[tuple[Any, dict[str, Any], str]], grid: pd.DataFrame,
+    size: int, batch_size: int, where: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """μ, σ and the window mean of every encoded modality, on the window grid of ``grid``."""
+    from latentmech.dic import latent
+
+    rows, cols = grid["row"].to_numpy(), grid["col"].to_numpy()
+    shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+    data: dict[str, Any] = {}
+    for model, meta, model_path in encoders:
+        channels, m = list(meta["channels"]), meta["modality"]
+        missing = [c for c in channels if c not in source]
+        if missing:
+            raise InputError(where, ",".join(missing),
+                             f"the {m} VAE encodes {channels}; the map lacks {missing}")  # fmt: skip
+        stack = np.stack([source[c].values for c in channels]).astype(np.float32)
+        mu, sigma = latent.encode(model, prep.extract_windows(stack, grid, size), batch_size)
+        attrs = {"modality": m, "augment": meta["augment"], "model": model_path,
+                 "channels": channels}  # fmt: skip
+        data[f"mu_{m}"] = (("y", "x", "latent"), latent.to_grid(mu, rows, cols, shape),
+                           attrs | {"long_name": f"latent mean μ ({m} VAE)"})  # fmt: skip
+        data[f"sigma_{m}"] = (("y", "x", "latent"), latent.to_grid(sigma, rows, cols, shape),
+                              attrs | {"long_name": f"latent standard deviation σ ({m} VAE)"})  # fmt: skip
+        mean = _cell_means(source[channels[0]].values, grid, size)
+        data[f"mean_{m}"] = (("y", "x"), latent.to_grid(mean, rows, cols, shape),
+                             {"long_name": f"window mean of the preprocessed {channels[0]}"})  # fmt: skip
+    return data
+
+
+def _window_centres(count: int, stride: int, size: int, pixel: float) -> np.ndarray:
+    return (np.arange(count) * stride + size / 2) * pixel
+
+
+def _latent_map(
+    raw: Path, prepped: Path, encoders: Sequence[tuple[Any, dict[str, Any], str]],
+    settings: Settings,
+) -> xr.Dataset:  # fmt: skip
+    """One sample's latent map (see :func:`encode`)."""
+    from latentmech.dic import latent
+
+    source, measured = open_zarr(prepped), open_zarr(raw)
+    size = int(settings["size_px"])
+    stride = int(settings.get("stride_px") or size)
+    shape_px = (source.sizes["y"], source.sizes["x"])
+    grid = prep.window_grid(shape_px, size, stride)
+    if grid.empty:
+        raise InputError(prepped, "", f"map of {shape_px} px is smaller than a {size}-px window")
+    rows, cols = grid["row"].to_numpy(), grid["col"].to_numpy()
+    shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+    data = _latent_variables(source, encoders, grid, size, int(settings["batch_size"]), prepped)
+    exx = measured["exx"].values if "exx" in measured else np.full(shape_px, np.nan)
+    data["exx_mean"] = (("y", "x"), latent.to_grid(_cell_means(exx, grid, size), rows, cols, shape),
+                        {"units": "1", "long_name": "window mean of the raw ε_xx"})  # fmt: skip
+    valid = _cell_means(source["valid"].values, grid, size)
+    data["valid_fraction"] = (("y", "x"), latent.to_grid(valid, rows, cols, shape),
+                              {"units": "1", "long_name": "measured fraction of the window"})  # fmt: skip
+    pixel = float(source.attrs["pixel_size_um"])
+    coords = {
+        "y": ("y", _window_centres(shape[0], stride, size, pixel),
+              {"units": "µm", "long_name": "window centre along rows"}),
+        "x": ("x", _window_centres(shape[1], stride, size, pixel),
+              {"units": "µm", "long_name": "window centre along columns"}),
+        "latent": ("latent", np.arange(encoders[0][0].config.latent_dim)),
+    }  # fmt: skip
+    attrs = {k: source.attrs[k] for k in (*SAMPLE_ATTRS, "pixel_size_um")}
+    attrs |= {"window_px": size, "stride_px": stride,
+              "modalities": [meta["modality"] for _, meta, _ in encoders]}  # fmt: skip
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def encode(
+    raw: Sequence[Path], prepped: Sequence[Path], models: Sequence[Path],
+    sidecars: Sequence[Path], latent: Sequence[Path], settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """Latent maps of samples: μ and σ of every window per modality, on the window grid.
+
+    One zarr store per sample with dimensions (y, x, latent) and coordinates in µm (window
+    centres); beside μ and σ each cell holds the mean raw ε_xx (the CNN's local strain input),
+    the window mean of each modality (UMAP colouring) and the measured fraction. The VAEs are
+    loaded once for all the samples of the job; windows are encoded in batches.
+    """
+    import torch
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    encoders = _load_encoders(models, sidecars, int(settings["size_px"]))
+    for raw_path, prep_path, target in zip(raw, prepped, latent, strict=True):
+        ds = _latent_map(raw_path, prep_path, encoders, settings)
+        write_zarr(ds, target, dict(ds.attrs) | provenance("dic_encode", settings, code))
+
+
+# ---------------------------------------------------------------------------------------------
+# property CNN
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    """Text values of a zarr variable (numpy StringDType or object) as an object array of str."""
+    return np.asarray([str(v) for v in values.tolist()], dtype=object)
+
+
+def _specimen_windows(ds: xr.Dataset, channels: Sequence[str]) -> dict[str, Any]:
+    """Windows (N, C, W, W), event ids and metadata of a selection of windows.zarr."""
+    meta = {c: ds[c].values for c in ("sample", "step", "strain_pct", "stress_mpa", "row", "col")}
+    meta["sample"] = np.asarray(meta["sample"].tolist(), dtype=object)
+    x = np.stack([ds[c].values for c in channels], axis=1).astype(np.float32)
+    return meta | {"x": x, "events": ds["events"].values.astype(np.int64)}
+
+
+def _aligned(values: np.ndarray, meta: Mapping[str, Any], sample: str) -> np.ndarray:
+    """(S, N, …) values of every step at the grid cells of ``sample``'s windows (NaN if absent)."""
+    own = meta["sample"] == sample
+    samples = list(dict.fromkeys(meta["sample"][np.argsort(meta["step"], kind="stable")]))
+    key = meta["row"].astype(np.int64) * 1_000_003 + meta["col"]
+    out = np.full((len(samples), int(own.sum()), *values.shape[1:]), np.nan, dtype=np.float32)
+    for s, other in enumerate(samples):  # a handful of steps per specimen
+        index = pd.Index(key[meta["sample"] == other]).get_indexer(key[own])
+        found = index >= 0
+        out[s, found] = values[meta["sample"] == other][index[found]]
+    return out
+
+
+def _evolved_copies(
+    meta: Mapping[str, Any], sample: str, copies: int, jitter: float, rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Windows of ``sample`` at its strain and at ``copies`` strains within ±``jitter`` of it.
+
+    Returns the window stacks, the strains (%) and the stresses (MPa) of each copy.
+    """
+    from latentmech.dic import augment
+
+    own = meta["sample"] == sample
+    step_rows = pd.DataFrame({"sample": meta["sample"], "strain": meta["strain_pct"],
+                              "stress": meta["stress_mpa"]}).drop_duplicates("sample")  # fmt: skip
+    step_rows = step_rows.sort_values("strain")
+    strain = float(meta["strain_pct"][own][0])
+    targets = np.concatenate([[strain], augment.jitter_strains(strain, copies, rng, jitter)])
+    stresses = augment.interpolate_stress(step_rows["strain"].to_numpy(),
+                                          step_rows["stress"].to_numpy(), targets)  # fmt: skip
+    x, labels = meta["x"][own], meta["events"][own]
+    stacks = [x]
+    if copies:
+        aligned = _aligned(meta["x"], meta, sample)  # (S, N, C, W, W)
+        trends = [
+            augment.fit_trends(augment.event_means(aligned[:, :, c], labels),
+                               step_rows["strain"].to_numpy())
+            for c in range(x.shape[1])
+        ]  # fmt: skip
+        for target in targets[1:]:
+            channels = [augment.evolve_intensity(x[:, c], labels, trends[c], strain, target)
+                        for c in range(x.shape[1])]  # fmt: skip
+            stacks.append(np.stack(channels, axis=1))
+    return stacks, targets, stresses
+
+
+def _dataset_maps(
+    meta: Mapping[str, Any], sample: str, latent_map: xr.Dataset, encoder: Any,
+    channels: Sequence[str], settings: Settings, rng: np.random.Generator,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every augmented latent map of one training sample (copies × reflections)."""
+    from latentmech.dic import latent
+
+    aug = settings["augment"]
+    stacks, strains, stresses = _evolved_copies(
+        meta, sample, int(aug["intensity_copies"]), float(aug["strain_jitter"]), rng
+    )
+    shape = (latent_map.sizes["y"], latent_map.sizes["x"])
+    own = meta["sample"] == sample
+    rows, cols = meta["row"][own], meta["col"][own]
+    reflections = latent.REFLECTIONS if aug["reflections"] else latent.REFLECTIONS[:1]
+    exx = latent_map["exx_mean"].values
+    batch, keys = [], []
+    for copy, stack in enumerate(stacks):
+        for flip_x, flip_y in reflections:
+            batch.append(latent.mirror(stack, channels, flip_x, flip_y))
+            keys.append((copy, flip_x, flip_y))
+    mu, sigma = latent.encode(encoder, np.concatenate(batch), int(settings["batch_size"]))
+    maps, n = [], len(rows)
+    for i, (copy, flip_x, flip_y) in enumerate(keys):
+        r, c = latent.mirror_grid(rows, cols, shape, flip_x, flip_y)
+        grid_exx = exx[:, ::-1] if flip_x else exx
+        grid_exx = grid_exx[::-1] if flip_y else grid_exx
+        maps.append({
+            "mu": latent.to_grid(mu[i * n : (i + 1) * n], r, c, shape),
+            "sigma": latent.to_grid(sigma[i * n : (i + 1) * n], r, c, shape),
+            "exx_mean": grid_exx * strains[copy] / strains[0],
+            "strain_pct": strains[copy], "stress_mpa": stresses[copy], "copy": copy,
+            "reflection": f"{'x' if flip_x else ''}{'y' if flip_y else ''}" or "none",
+        })  # fmt: skip
+    return maps
+
+
+def cnn_dataset(
+    windows_zarr: Path, latent: Sequence[Path], model: Path, sidecar: Path, dataset: Path,
+    settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """The CNN's training maps: each training sample's latent map and its augmented versions.
+
+    Augmentations (paper Fig. 10): the four mirror images of the map (every window mirrored and
+    re-encoded, the grid mirrored), and ``intensity_copies`` intensity-evolution copies at strains
+    within ±``strain_jitter`` of the measured one (see :mod:`latentmech.dic.augment`), whose local
+    strain is scaled with the macroscopic strain and whose stress is interpolated between steps.
+    The third augmentation, Gaussian sampling from (μ, σ), happens while training.
+    """
+    import torch
+
+    from latentmech.dic import vae
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    encoder, meta = vae.load_vae(model, sidecar)
+    channels = list(meta["channels"])
+    rng = np.random.default_rng(int(settings["augment"]["seed"]))
+    maps_by_sample = {open_zarr(p).attrs["sample"]: open_zarr(p) for p in latent}
+    records: list[dict[str, Any]] = []
+    with xr.open_zarr(windows_zarr, consolidated=True) as ds:
+        samples = _strings(ds["sample"].values)
+        specimens = _strings(ds["material"].values) + "/" + _strings(ds["specimen"].values)
+        for specimen in sorted(set(specimens[np.isin(samples, list(maps_by_sample))])):
+            selected = ds.isel(window=np.flatnonzero(specimens == specimen))
+            windows = _specimen_windows(selected, channels)
+            for sample in sorted(set(windows["sample"]) & set(maps_by_sample)):
+                latent_map = maps_by_sample[sample]
+                for record in _dataset_maps(windows, sample, latent_map, encoder, channels,
+                                            settings, rng):  # fmt: skip
+                    records.append(record | {k: latent_map.attrs[k] for k in
+                                             ("sample", "material", "specimen", "step")})  # fmt: skip
+    if not records:
+        raise InputError(windows_zarr, "role", "no windows of the training samples to build from")
+    write_zarr(_stack_maps(records, meta), dataset,
+               {"modality": meta["modality"], "channels": channels}
+               | provenance("dic_cnn_dataset", settings, code))  # fmt: skip
+
+
+def _stack_maps(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> xr.Dataset:
+    """Maps of possibly different grid shapes in one (map, y, x, latent) dataset, NaN-padded."""
+    height = max(r["mu"].shape[0] for r in records)
+    width = max(r["mu"].shape[1] for r in records)
+
+    def pad(array: np.ndarray) -> np.ndarray:
+        extra = [(0, height - array.shape[0]), (0, width - array.shape[1])]
+        return np.pad(array, extra + [(0, 0)] * (array.ndim - 2), constant_values=np.nan)
+
+    data = {
+        "mu": (("map", "y", "x", "latent"), np.stack([pad(r["mu"]) for r in records])),
+        "sigma": (("map", "y", "x", "latent"), np.stack([pad(r["sigma"]) for r in records])),
+        "exx_mean": (("map", "y", "x"), np.stack([pad(r["exx_mean"]) for r in records])),
+    }
+    coords = {k: ("map", np.array([r[k] for r in records])) for k in
+              ("sample", "material", "specimen", "step", "strain_pct", "stress_mpa", "copy",
+               "reflection")}  # fmt: skip
+    coords["n_rows"] = ("map", np.array([r["mu"].shape[0] for r in records]))
+    coords["n_cols"] = ("map", np.array([r["mu"].shape[1] for r in records]))
+    return xr.Dataset(data, coords=coords).assign_attrs(vae_augment=meta["augment"])
+
+
+def _property_table(materials: Path, needed: Sequence[str]) -> pd.DataFrame:
+    """Properties of the ``needed`` materials (rows) from the materials table; all must be known."""
+    from latentmech.dic.samples import PROPERTY_COLUMNS
+
+    table = read_table(materials).set_index("material")
+    missing = sorted(set(needed) - set(table.index))
+    if missing:
+        raise InputError(materials, "material", f"no row for {missing}")
+    values = table.loc[list(needed), list(PROPERTY_COLUMNS)].astype(float)
+    unknown = values.index[values.isna().any(axis=1)].tolist()
+    if unknown:
+        raise InputError(materials, ", ".join(unknown),
+                         f"properties {list(PROPERTY_COLUMNS)} must all be known to train the CNN")  # fmt: skip
+    return values
+
+
+def _crop_items(
+    mu: np.ndarray, exx: np.ndarray, n_rows: np.ndarray, n_cols: np.ndarray, crop: Settings,
+    strain_scale: float,
+) -> pd.DataFrame:  # fmt: skip
+    """Every crop of every map: its map, origin and normalised local mean strain (complete crops only)."""
+    from latentmech.dic import cnn
+
+    size, overlap = int(crop["size"]), int(crop["max_overlap"])
+    frames = []
+    for (rows, cols), index in pd.Series(range(len(mu))).groupby([n_rows, n_cols]):
+        origins = cnn.crop_origins(int(rows), int(cols), size, overlap)
+        if not len(origins):
+            continue
+        maps = index.to_numpy()
+        strain = cnn.crop_means(exx[maps], origins, size) / strain_scale  # (B, K)
+        holes = cnn.crop_means(np.isnan(mu[maps, ..., 0]).astype(np.float32), origins, size)
+        frames.append(pd.DataFrame({
+            "map": np.repeat(maps, len(origins)),
+            "r0": np.tile(origins[:, 0], len(maps)), "c0": np.tile(origins[:, 1], len(maps)),
+            "strain": strain.ravel(), "complete": (holes == 0).ravel(),
+        }))  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=["map", "r0", "c0", "strain", "complete"])
+    items = pd.concat(frames, ignore_index=True)
+    return items[items["complete"] & np.isfinite(items["strain"])].reset_index(drop=True)
+
+
+def _latent_maps(latent: Sequence[Path], modality: str) -> dict[str, Any]:
+    """μ, σ, local strain and metadata of latent map stores, stacked (NaN-padded to one grid)."""
+    records = []
+    for path in latent:
+        ds = open_zarr(path)
+        if f"mu_{modality}" not in ds:
+            raise InputError(path, f"mu_{modality}", f"the latent map has no {modality} encoding")
+        records.append({
+            "mu": ds[f"mu_{modality}"].values, "sigma": ds[f"sigma_{modality}"].values,
+            "exx_mean": ds["exx_mean"].values,
+            **{k: ds.attrs[k] for k in ("sample", "material", "specimen", "step", "strain_pct",
+                                        "stress_mpa")},
+        })  # fmt: skip
+    if not records:
+        return {}
+    ds = _stack_maps([r | {"copy": 0, "reflection": "none"} for r in records], {"augment": ""})
+    return _maps_from_dataset(ds)
+
+
+def _maps_from_dataset(ds: xr.Dataset) -> dict[str, Any]:
+    text = {k: _strings(ds[k].values) for k in ("sample", "material", "specimen")}
+    numbers = {k: ds[k].values for k in ("step", "strain_pct", "stress_mpa", "n_rows", "n_cols")}
+    return {
+        "mu": ds["mu"].values.astype(np.float32),
+        "sigma": ds["sigma"].values.astype(np.float32),
+        "exx_mean": ds["exx_mean"].values,
+        **text,
+        **numbers,
+    }
+
+
+def _cnn_items(maps: Mapping[str, Any], settings: Settings, source: Path | str) -> pd.DataFrame:
+    """Crops of ``maps`` with their normalised strain and stress inputs."""
+    items = _crop_items(maps["mu"], maps["exx_mean"], maps["n_rows"], maps["n_cols"],
+                        settings["crop"], float(settings["normalise"]["strain"]))  # fmt: skip
+    stress = np.asarray(maps["stress_mpa"], dtype=np.float64)[items["map"].to_numpy()]
+    if not np.isfinite(stress).all():
+        bad = sorted(set(np.asarray(maps["sample"])[items["map"][~np.isfinite(stress)]]))
+        raise InputError(source, ", ".join(map(str, bad)),
+                         "the macroscopic stress (stress_mpa) is unknown; the CNN needs it")  # fmt: skip
+    items["stress"] = stress / float(settings["normalise"]["stress_mpa"])
+    items["material"] = maps["material"][items["map"].to_numpy()]
+    return items
+
+
+def _join_maps(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """Two stacks of maps as one (padded to the larger grid); the second's indices shift by len(first)."""
+    height = max(first["mu"].shape[1], second["mu"].shape[1])
+    width = max(first["mu"].shape[2], second["mu"].shape[2])
+
+    def pad(array: np.ndarray) -> np.ndarray:
+        extra = [(0, 0), (0, height - array.shape[1]), (0, width - array.shape[2])]
+        return np.pad(array, extra + [(0, 0)] * (array.ndim - 3), constant_values=np.nan)
+
+    return {k: np.concatenate([pad(first[k]), pad(second[k])]) for k in ("mu", "sigma")}
+
+
+def _cnn_loss(
+    tensors: Mapping[str, Any], standardizer: Any, crop: int, sample: bool
+) -> Any:  # fmt: skip
+    """L2 loss on standardised properties; the crops are gathered from the maps in the batch."""
+    import torch
+
+    from latentmech.dic import cnn
+
+    offsets = torch.arange(crop)
+
+    def gather(maps: Any, index: Any, r0: Any, c0: Any) -> Any:
+        rows = (r0[:, None] + offsets.to(r0.device))[:, :, None]
+        cols = (c0[:, None] + offsets.to(c0.device))[:, None, :]
+        return maps[index[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+    def loss(model: Any, batch: Any) -> Any:
+        index, r0, c0, strain, stress, target = batch
+        mu = gather(tensors["mu"], index, r0, c0)
+        if model.training and sample:
+            mu = cnn.sample_latent(mu, gather(tensors["sigma"], index, r0, c0))
+        predicted = model(mu, strain, stress)
+        value = torch.mean((predicted - target) ** 2)
+        with torch.no_grad():
+            true = standardizer.inverse(target)
+            error = torch.abs(standardizer.inverse(predicted) - true) / torch.abs(true)
+        return value, {"rel_error": float(error.mean())}
+
+    return loss
+
+
+def _item_tensors(items: pd.DataFrame, targets: np.ndarray, offset: int = 0) -> Any:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    return TensorDataset(
+        torch.as_tensor(items["map"].to_numpy() + offset, dtype=torch.long),
+        torch.as_tensor(items["r0"].to_numpy(), dtype=torch.long),
+        torch.as_tensor(items["c0"].to_numpy(), dtype=torch.long),
+        torch.as_tensor(items["strain"].to_numpy(), dtype=torch.float32),
+        torch.as_tensor(items["stress"].to_numpy(), dtype=torch.float32),
+        torch.as_tensor(targets, dtype=torch.float32),
+    )
+
+
+def train_cnn(
+    dataset: Path, latent: Sequence[Path], materials: Path, model: Path, sidecar: Path,
+    history: Path, settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """Train the property CNN on crops of the training maps; validation loss on held-out specimens.
+
+    Six standardised outputs (YS, Q, b, UTS, El, FS), L2 loss, Adam. The weights kept are the
+    last (``keep: last``, default) or those of minimal validation loss (``keep: best``). The
+    sidecar holds the architecture, the standardisation, the input normalisation, the crop
+    geometry and the training mean of each property (the baseline the evaluation compares to).
+    """
+    import shutil
+
+    import torch
+
+    from latentmech.core.store import write_json
+    from latentmech.core.train import Trainer, TrainSettings, load_checkpoint
+    from latentmech.dic import cnn
+    from latentmech.dic.samples import PROPERTY_COLUMNS
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    train_maps = _maps_from_dataset(open_zarr(dataset))
+    val_maps = _latent_maps(latent, settings["modality"])
+    train_items = _cnn_items(train_maps, settings, dataset)
+    val_items = _cnn_items(val_maps, settings, "validation latent maps")
+    if train_items.empty or val_items.empty:
+        raise InputError(dataset, "crop", f"no complete {settings['crop']['size']}-window crop "
+                         "in the training or validation maps: lower dic.cnn.crop.size")  # fmt: skip
+    properties = _property_table(materials, sorted(set(train_items["material"]) |
+                                                   set(val_items["material"])))  # fmt: skip
+    y_train = properties.loc[train_items["material"]].to_numpy()
+    y_val = properties.loc[val_items["material"]].to_numpy()
+    standardizer = cnn.Standardizer.fit(y_train)
+    joined = _join_maps(train_maps, val_maps)
+    config = cnn.PropertyCNNConfig.from_dict(
+        {**settings["model"], "latent_dim": joined["mu"].shape[-1], "crop": settings["crop"]["size"],
+         "n_outputs": len(PROPERTY_COLUMNS)}
+    )  # fmt: skip
+    trainer = Trainer(cnn.PropertyCNN(config), lambda m, b: (None, {}),
+                      TrainSettings.from_dict(settings["train"]), settings["workdir"])  # fmt: skip
+    tensors = {k: torch.from_numpy(v).to(trainer.device) for k, v in joined.items()}
+    trainer.loss_fn = _cnn_loss(tensors, standardizer, config.crop, settings["input"] == "sample")
+    result = trainer.fit(
+        _item_tensors(train_items, standardizer.transform(y_train)),
+        _item_tensors(val_items, standardizer.transform(y_val), offset=len(train_maps["mu"])),
+    )
+    kept = result.best_path if settings["keep"] == "best" else result.last_path
+    net = cnn.PropertyCNN(config)
+    net.load_state_dict(load_checkpoint(kept)["model"])
+    with atomic_path(model) as tmp:
+        torch.save(net.state_dict(), tmp)
+    meta = {
+        "config": config.to_dict(), "standardizer": standardizer.to_dict(),
+        "properties": list(PROPERTY_COLUMNS), "modality": settings["modality"],
+        "crop": settings["crop"], "normalise": settings["normalise"], "keep": settings["keep"],
+        "training_means": dict(zip(PROPERTY_COLUMNS, y_train.mean(axis=0).tolist(), strict=True)),
+        "n_train_crops": len(train_items), "n_validation_crops": len(val_items),
+        "epochs_run": result.epochs_run, "best_val_loss": result.best_val_loss,
+    }  # fmt: skip
+    write_json(meta | {"provenance": provenance("dic_train_cnn", settings, code)}, sidecar)
+    with atomic_path(history) as tmp:
+        shutil.copyfile(result.history_path, tmp)
+
+
+def load_cnn(model: Path, sidecar: Path) -> tuple[Any, dict[str, Any]]:
+    """A trained property CNN in eval mode and its sidecar (``weights_only`` load)."""
+    import json
+
+    import torch
+
+    from latentmech.dic import cnn
+
+    meta = json.loads(Path(sidecar).read_text())
+    net = cnn.PropertyCNN(cnn.PropertyCNNConfig.from_dict(meta["config"]))
+    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    return net.eval(), meta
+
+
+def predict(
+    latent: Sequence[Path], model: Path, sidecar: Path, materials: Path, predictions: Path,
+    settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """Properties predicted from every crop of each latent map (μ, no augmentation).
+
+    One row per crop with the sample's metadata, the crop origin (grid row/column), the
+    prediction of each property and, where the materials table knows it, the true value.
+    """
+    import torch
+
+    from latentmech.dic import cnn
+
+    net, meta = load_cnn(model, sidecar)
+    maps = _latent_maps(latent, meta["modality"])
+    items = _cnn_items(maps, meta, latent[0] if len(latent) == 1 else "latent maps")
+    if items.empty:
+        raise InputError(latent[0], "crop", f"no complete {meta['crop']['size']}-window crop")
+    standardizer = cnn.Standardizer.from_dict(meta["standardizer"])
+    size = int(meta["crop"]["size"])
+    index = items["map"].to_numpy()
+    offsets = np.arange(size)
+    rows = (items["r0"].to_numpy()[:, None] + offsets)[:, :, None]
+    cols = (items["c0"].to_numpy()[:, None] + offsets)[:, None, :]
+    crops = np.ascontiguousarray(maps["mu"][index[:, None, None], rows, cols].transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        out = net(torch.from_numpy(crops), torch.as_tensor(items["strain"].to_numpy()).float(),
+                  torch.as_tensor(items["stress"].to_numpy()).float())  # fmt: skip
+    predicted = standardizer.inverse(out.numpy().astype(np.float64))
+    table = read_table(materials).set_index("material")
+    frame = pd.DataFrame({k: np.asarray(maps[k])[index] for k in
+                          ("sample", "material", "specimen", "step", "strain_pct", "stress_mpa")})  # fmt: skip
+    frame["crop_row"], frame["crop_col"] = items["r0"].to_numpy(), items["c0"].to_numpy()
+    for j, prop in enumerate(meta["properties"]):
+        known = table[prop] if prop in table else pd.Series(dtype=float)
+        frame[f"{prop}_true"] = frame["material"].map(known).astype(float)
+        frame[f"{prop}_pred"] = predicted[:, j]
+    write_table(frame, predictions)
+
+
+def evaluate_cnn(
+    predictions: Path, sidecar: Path, history: Path, ranges: Path, baseline: Path, parity: Path,
+    distributions: Path, curves: Path, settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """Paper Fig. 11 and Table 6 on the held-out specimens, and the training-mean baseline.
+
+    The baseline table says, per property, whether the CNN's median relative error is at most half
+    of that of a predictor returning the training mean (the project's acceptance criterion: at
+    least four of the six properties); the verdict is logged.
+    """
+    import json
+    import logging
+
+    from latentmech.core import plots
+    from latentmech.dic import evaluate
+
+    frame = read_table(predictions)
+    meta = json.loads(Path(sidecar).read_text())
+    properties = meta["properties"]
+    write_table(evaluate.error_ranges(frame, properties), ranges)
+    comparison = evaluate.baseline_comparison(frame, meta["training_means"], properties)
+    met = evaluate.criterion_met(comparison)
+    write_table(comparison.assign(criterion_met=met), baseline)
+    logging.getLogger(__name__).info(
+        "CNN vs training mean: %d of %d properties at most half the baseline's median error",
+        int(comparison["beats_half"].sum()), len(comparison),
+    )  # fmt: skip
+    plots.save_figure(evaluate.figure_parity(frame, properties), parity)
+    plots.save_figure(evaluate.figure_distributions(frame, properties), distributions)
+    plots.save_figure(evaluate.figure_training_curves(read_table(history)), curves)
+
+
+def figure_umap(latent: Sequence[Path], figure: Path, settings: Settings, code: str = "") -> None:
+    """Paper Fig. 12: UMAP of the latent means of the database, by material, window mean, step."""
+    from latentmech.core import plots
+    from latentmech.dic import evaluate
+
+    modality = settings["modality"]
+    mu, material, mean, step = [], [], [], []
+    for path in latent:
+        ds = open_zarr(path)
+        cells = ds[f"mu_{modality}"].values.reshape(-1, ds.sizes["latent"])
+        keep = np.isfinite(cells).all(axis=1)
+        mu.append(cells[keep])
+        mean.append(ds[f"mean_{modality}"].values.reshape(-1)[keep])
+        material += [ds.attrs["material"]] * int(keep.sum())
+        step.append(np.full(int(keep.sum()), int(ds.attrs["step"])))
+    embedding, index = evaluate.umap_embedding(
+        np.concatenate(mu), n_neighbors=int(settings["n_neighbors"]),
+        min_dist=float(settings["min_dist"]), spread=float(settings["spread"]),
+        seed=int(settings["seed"]), max_points=settings.get("max_points"),
+    )  # fmt: skip
+    fig = evaluate.figure_umap(
+        embedding, np.asarray(material)[index], np.concatenate(mean)[index],
+        np.concatenate(step)[index], title=f"UMAP of the {modality} latent means μ",
+    )  # fmt: skip
+    plots.save_figure(fig, figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# extending the database (paper Fig. 13)
+
+
+def _extension_sets(
+    windows_zarr: Path, new_windows_zarr: Path, channels: Sequence[str]
+) -> dict[str, Any]:
+    """Old + new windows for training and validation, each window flagged old (0) or new (1)."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    sets = {}
+    for split in ("train", "val"):
+        old = _window_arrays(windows_zarr, channels, split)
+        new = _window_arrays(new_windows_zarr, channels, split)
+        if not len(new["x"]):
+            raise InputError(new_windows_zarr, "split", f"no {split} window of the new materials")
+        flag = np.concatenate([np.zeros(len(old["x"])), np.ones(len(new["x"]))]).astype(bool)
+        sets[split] = TensorDataset(
+            *(torch.from_numpy(np.concatenate([old[k], new[k]])) for k in ("x", "events", "valid")),
+            torch.from_numpy(flag),
+        )
+    return sets
+
+
+def _extension_loss(channels: Sequence[str], augment: str, beta: float, max_power: float):
+    """The VAE loss per window, with the part of old and new windows reported separately.
+
+    The loop averages metrics over windows, so ``old_part``/``new_part`` (sums over the batch's
+    old/new windows divided by the batch size) average to (count share) × (mean loss of that
+    group); :func:`extend_vae` divides by the shares to write each group's mean loss.
+    """
+    from latentmech.dic import vae
+
+    def loss(model: Any, batch: Any) -> Any:
+        x, events, valid, new = batch
+        if model.training and augment == "reflect_mask":
+            x = vae.mask_events(x, events, valid)
+        if model.training and augment in ("reflect", "reflect_mask"):
+            x = vae.reflect(x, channels)
+        reconstruction, mu, log_var = model(x)
+        per_window = vae.scaled_l2(reconstruction, x, max_power) + beta * vae.kl_divergence(
+            mu, log_var
+        )
+        parts = {"old_part": float((per_window * ~new).mean()),
+                 "new_part": float((per_window * new).mean())}  # fmt: skip
+        return per_window.mean(), parts
+
+    return loss
+
+
+def extend_vae(
+    windows_zarr: Path, new_windows_zarr: Path, model: Path, sidecar: Path, output_model: Path,
+    output_sidecar: Path, history: Path, settings: Settings, code: str = "",
+) -> None:  # fmt: skip
+    """Add new materials to a trained VAE: partial retraining or transfer learning (Fig. 13).
+
+    Both train on old + new training windows with the base VAE's augmentations. The history has
+    the validation loss of the old and of the new windows (``val_old_loss``, ``val_new_loss``).
+    Partial retraining keeps the last weights (γ must have reached 1 to fold the new kernels
+    into a plain VAE; ``ramp_steps`` is capped at the run's number of steps); transfer learning
+    keeps the weights of minimal validation loss.
+    """
+    import math
+
+    import torch
+
+    from latentmech.core.store import write_json
+    from latentmech.core.train import Trainer, TrainSettings, load_checkpoint
+    from latentmech.dic import retrain, vae
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    base, meta = vae.load_vae(model, sidecar)
+    channels = list(meta["channels"])
+    sets = _extension_sets(windows_zarr, new_windows_zarr, channels)
+    train_settings = TrainSettings.from_dict(settings["train"])
+    torch.manual_seed(train_settings.seed)
+    if settings["method"] == "partial":
+        steps = train_settings.epochs * math.ceil(len(sets["train"]) / train_settings.batch_size)
+        ramp = min(int(settings["ramp_steps"]), steps)
+        training_windows = sets["train"].tensors[0]
+        net, groups = retrain.partial_retraining(base, training_windows, settings["fraction"],
+                                                 ramp, settings["lr_factor"])  # fmt: skip
+    else:
+        net, groups = retrain.transfer_learning(base, int(settings["transfer_last_layers"]))
+    loss = _extension_loss(channels, meta["augment"], settings["loss"]["beta"],
+                           settings["loss"]["max_power"])  # fmt: skip
+    trainer = Trainer(net.train(), loss, train_settings, settings["workdir"], param_groups=groups)
+    result = trainer.fit(sets["train"], sets["val"])
+    kept = result.last_path if settings["method"] == "partial" else result.best_path
+    net.load_state_dict(load_checkpoint(kept)["model"])
+    final = retrain.merge_blended(net) if settings["method"] == "partial" else net
+    with atomic_path(output_model) as tmp:
+        torch.save(final.state_dict(), tmp)
+    write_json(meta | {"method": settings["method"], "base_model": str(model),
+                       "provenance": provenance("dic_extend_vae", settings, code)},
+               output_sidecar)  # fmt: skip
+    new_share = float(sets["val"].tensors[3].float().mean())
+    frame = pd.DataFrame(result.history)
+    frame["val_old_loss"] = frame.pop("val_old_part") / (1.0 - new_share)
+    frame["val_new_loss"] = frame.pop("val_new_part") / new_share
+    write_table(frame, history)
+
+
+def figure_extension(
+    histories: Sequence[Path], reference: Path, figure: Path, settings: Settings, code: str = ""
+) -> None:
+    """Paper Fig. 13(C): validation losses of old and new windows for each extension method."""
+    from latentmech.core import plots
+    from latentmech.dic import evaluate
+
+    curves = {m: read_table(p) for m, p in zip(settings["methods"], histories, strict=True)}
+    best = float(read_table(reference)["val_loss"].min())
+    plots.save_figure(evaluate.figure_extension(curves, best), figure)
