@@ -402,7 +402,7 @@ if DIC_PLAN.cnn_enabled:
         conda:
             "../envs/dic.yaml"
         params:
-            settings=as_json(DIC_PLAN.predict_settings()),
+            settings=as_json(DIC_PLAN.predict_settings(shuffle_check=True)),
             code=code_digest(*DIC_CNN_CODE),
         shell:
             "latentmech dic predict --latent {input.latent:q} --model {input.model:q} "

@@ -20,6 +20,7 @@ from latentmech.core.train import (
     Trainer,
     TrainingInterrupted,
     TrainSettings,
+    data_fingerprint,
     load_checkpoint,
     resolve_device,
 )
@@ -246,3 +247,23 @@ def test_sigterm_then_resume_with_groups_gives_the_same_weights(tmp_path: Path) 
     assert [g["lr"] for g in actual["optimizer"]["param_groups"]] == [1e-2, 5e-2]
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(actual["model"][name], tensor, rtol=0, atol=0)
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path) -> None:
+    train, val = _data(64, 1), _data(32, 2)
+    settings = TrainSettings(epochs=2, batch_size=16, lr=1e-2, seed=0)
+    print_a = data_fingerprint(train, val)
+    assert print_a == data_fingerprint(_data(64, 1), _data(32, 2))
+    other_train = _data(64, 5)
+    print_b = data_fingerprint(other_train, val)
+    assert print_b != print_a
+    Trainer(_model(), _Loss(), settings, tmp_path, fingerprint=print_a).fit(train, val)
+    loss = _Loss()
+    Trainer(_model(), loss, settings, tmp_path, fingerprint=print_a).fit(train, val)
+    assert loss.calls == 0  # same data: the finished run is resumed, nothing to train
+    loss = _Loss()
+    result = Trainer(_model(), loss, settings, tmp_path, fingerprint=print_b).fit(other_train, val)
+    assert loss.calls == 2 * 4  # new data: trained afresh, two epochs of four batches
+    fresh = Trainer(_model(), _Loss(), settings, tmp_path / "fresh").fit(other_train, val)
+    for key, value in load_checkpoint(fresh.last_path)["model"].items():
+        torch.testing.assert_close(load_checkpoint(result.last_path)["model"][key], value)

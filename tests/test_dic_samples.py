@@ -129,6 +129,22 @@ def test_synthetic_table_roles_and_ids() -> None:
     assert (table[table["specimen"] != "3"]["role"] == "train").all()
     assert table.set_index("sample").loc["N_s2_t3", "strain_pct"] == 3.0
     assert figure_sample(table, "M") == "M_s1_t4"
+    held_out = synthetic_samples(
+        {"materials": materials, "train_specimens": 1, "validation_specimens": 1,
+         "predict_specimens": 1, "validation_strain_scale": 1.25, "map": {"pixel_size_um": 0.5}}
+    ).set_index("sample")  # fmt: skip
+    assert held_out.loc["N_s1_t2", "strain_pct"] == 2.0
+    assert held_out.loc["N_s2_t2", "strain_pct"] == 2.5  # validation: its own strains
+    assert held_out.loc["N_s3_t2", ["role", "strain_pct"]].tolist() == ["predict", 2.5]
+
+
+def test_a_specimen_with_two_roles_is_refused(tmp_path: Path) -> None:
+    second = GOOD.replace("S1", "S2").replace("\t1\t1\t0.5", "\t1\t2\t0.9")
+    second = second.replace("train", "validation")
+    path = _sheet(tmp_path, GOOD, second)
+    config = {"source": "sheet", "samples": str(path), "modalities": ["exx", "intensity"]}
+    with pytest.raises(InputError, match=r"specimen 1\): the steps of one specimen have"):
+        sample_table(config, SCHEMAS)
 
 
 def test_sheet_source_without_sheet_is_an_error() -> None:

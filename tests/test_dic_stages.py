@@ -62,3 +62,40 @@ def test_bad_davis_file_is_named_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"d\.txt \(line 3\)"):
         stages.ingest(tmp_path / "raw.zarr", {"sample": row, "modalities": ["exx"]})
     assert not (tmp_path / "raw.zarr").exists()
+
+
+def test_cnn_needs_every_property_of_its_materials(tmp_path: Path) -> None:
+    table = tmp_path / "materials.tsv"
+    table.write_text(
+        "material\tYS\tQ\tb\tUTS\tEl\tFS\nA\t300\t100\t20\t600\t30\t250\nB\t400\t\t20\t700\t25\t300\n"
+    )
+    values = stages._property_table(table, ["A"])
+    assert values.loc["A", "UTS"] == 600.0
+    with pytest.raises(InputError, match=r"materials\.tsv \(B\): properties"):
+        stages._property_table(table, ["A", "B"])
+    with pytest.raises(InputError, match=r"materials\.tsv \(material\): no row for \['C'\]"):
+        stages._property_table(table, ["C"])
+
+
+def _maps(stress: float) -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "mu": rng.normal(size=(2, 6, 6, 4)).astype(np.float32),
+        "sigma": np.ones((2, 6, 6, 4), np.float32),
+        "exx_mean": np.full((2, 6, 6), 0.01),
+        "sample": np.array(["P1", "P2"], dtype=object),
+        "material": np.array(["A", "A"], dtype=object),
+        "stress_mpa": np.array([450.0, stress]),
+        "n_rows": np.array([6, 6]), "n_cols": np.array([6, 6]),
+    }  # fmt: skip
+
+
+def test_cnn_crops_carry_normalised_strain_and_stress() -> None:
+    settings = {"crop": {"size": 5, "max_overlap": 4},
+                "normalise": {"strain": 0.05, "stress_mpa": 1500.0}}  # fmt: skip
+    items = stages._cnn_items(_maps(600.0), settings, "maps")
+    assert len(items) == 2 * 4  # two maps, 2 × 2 crops of 5 × 5 on a 6 × 6 grid
+    np.testing.assert_allclose(items["strain"], 0.01 / 0.05)
+    np.testing.assert_allclose(sorted(set(items["stress"])), [0.3, 0.4])
+    with pytest.raises(InputError, match=r"maps \(P2\): the macroscopic stress"):
+        stages._cnn_items(_maps(np.nan), settings, "maps")

@@ -176,7 +176,9 @@ def test_latent_maps_are_proper_zarr_datasets(synthetic_run: Path) -> None:
 
 def test_property_cnn_outputs_and_baseline(synthetic_run: Path) -> None:
     dic = synthetic_run / "results" / "dic"
-    predictions = pd.read_csv(dic / "cnn" / "validation_predictions.csv")
+    every = pd.read_csv(dic / "cnn" / "validation_predictions.csv")
+    assert sorted(set(every["input"])) == ["latent", "shuffled_latent"]
+    predictions = every[every["input"] == "latent"]
     assert len(predictions) == 4 * 4  # 4 validation maps × 4 crops of 5 × 5 windows
     assert set(predictions["sample"].str.contains("_s2_")) == {True}
     materials = pd.read_csv(dic / "materials.tsv", sep="\t").set_index("material")
@@ -191,6 +193,7 @@ def test_property_cnn_outputs_and_baseline(synthetic_run: Path) -> None:
     )  # maps × reflections × (original + 1 copy) × crops
     baseline = pd.read_csv(dic / "cnn" / "baseline.csv")
     assert list(baseline["property"]) == list(materials.columns)
+    assert np.isfinite(baseline["shuffled_latent_median_abs_rel_error"]).all()
     ranges = pd.read_csv(dic / "cnn" / "error_ranges.csv")
     assert list(ranges["material"]) == ["W_Nickel600", "W_Steel330", "all"]
     history = pd.read_csv(dic / "cnn" / "history.csv")

@@ -21,6 +21,7 @@ batch and resumed ends with the same weights as an uninterrupted run (tested on 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import os
@@ -210,8 +211,10 @@ class Trainer:
         workdir: str | Path,
         collate_fn: Callable | None = None,
         param_groups: Sequence[Mapping[str, Any]] | None = None,
+        fingerprint: str = "",
     ) -> None:
         self.settings = settings
+        self.fingerprint = fingerprint
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(settings.device)
@@ -276,6 +279,7 @@ class Trainer:
             "stale_epochs": stale,
             "history": history,
             "rng": _rng_state(),
+            "fingerprint": self.fingerprint,
             "settings": {
                 k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self.settings).items()
@@ -287,6 +291,9 @@ class Trainer:
         if not path.exists():
             return None
         state = load_checkpoint(path, self.device)
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("%s was written for other training data: starting afresh", path)
+            return None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
@@ -422,6 +429,30 @@ class Trainer:
                 log.warning("signal %d: checkpoint written to %s, exiting", flag["signum"], path)
                 raise TrainingInterrupted(int(flag["signum"]), path)
         return total / max(1, count)
+
+
+def data_fingerprint(*datasets: Any) -> str:
+    """A digest of training data (tensors, arrays or TensorDatasets), for :class:`Trainer`.
+
+    A checkpoint remembers the fingerprint of the data it was trained on; resuming from one made
+    for other data (same settings and code, new inputs) starts afresh instead of reusing it.
+    """
+    digest = hashlib.sha256()
+
+    def add(item: Any) -> None:
+        if hasattr(item, "tensors"):
+            for tensor in item.tensors:
+                add(tensor)
+        elif isinstance(item, torch.Tensor):
+            add(item.detach().cpu().contiguous().numpy())
+        else:
+            array = np.ascontiguousarray(item)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+
+    for dataset in datasets:
+        add(dataset)
+    return digest.hexdigest()[:16]
 
 
 #: Keys a caller's parameter group may hold.

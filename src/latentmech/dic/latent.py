@@ -42,9 +42,7 @@ def to_grid(
     return grid
 
 
-def mirror(
-    windows: np.ndarray, channels: Sequence[str], flip_x: bool, flip_y: bool
-) -> np.ndarray:
+def mirror(windows: np.ndarray, channels: Sequence[str], flip_x: bool, flip_y: bool) -> np.ndarray:
     """Windows (N, C, W, W) of a mirrored map: each window mirrored, odd channels' signs flipped.
 
     The grid positions are mirrored by the caller (:func:`mirror_grid`); together they give the

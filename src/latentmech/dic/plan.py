@@ -96,6 +96,9 @@ class DicPlan:
         self.samples: pd.DataFrame = sample_table(dic, schemas)
         self.synthetic = dic["source"] == "synthetic"
         self.materials = sorted(self.samples["material"].unique())
+        if self.cnn_enabled and "exx" not in dic["modalities"]:
+            raise InputError("config", "dic.modalities",
+                             "the property CNN needs exx (its local mean strain input)")  # fmt: skip
         if dic.get("materials"):  # fail early, naming the table, rather than in a job
             read_materials(
                 dic["materials"], load_schema(Path(schemas) / "dic_materials.schema.yaml")
@@ -141,7 +144,10 @@ class DicPlan:
         row = self.row(sample)
         synthetic = self.config["synthetic"]
         known = [*synthetic["materials"], *self.config["extend"]["materials"]]
-        material = next(m for m in known if m["name"] == row["material"])
+        material = dict(next(m for m in known if m["name"] == row["material"]))
+        if row["role"] in ("validation", "predict"):  # held-out specimens: their own strains
+            scale = float(synthetic["validation_strain_scale"])
+            material["strain_pct"] = [s * scale for s in material["strain_pct"]]
         return {
             "sample": row,
             "material": material,
@@ -274,8 +280,10 @@ class DicPlan:
         settings["workdir"] = self.path("cnn", "checkpoints", key)
         return settings
 
-    def predict_settings(self) -> dict[str, Any]:
-        return {"modality": self.config["cnn"]["modality"], "crop": self.config["cnn"]["crop"]}
+    def predict_settings(self, shuffle_check: bool = False) -> dict[str, Any]:
+        """Prediction settings; the held-out specimens also get the shuffled-latent check."""
+        return {"modality": self.config["cnn"]["modality"], "crop": self.config["cnn"]["crop"],
+                "shuffle_check": shuffle_check}  # fmt: skip
 
     def umap_settings(self, modality: str) -> dict[str, Any]:
         return {"modality": modality} | {

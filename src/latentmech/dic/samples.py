@@ -51,8 +51,9 @@ def synthetic_samples(synthetic: Mapping[str, Any]) -> pd.DataFrame:
     The first ``train_specimens`` specimens of each material have role ``train``, the next
     ``validation_specimens`` role ``validation`` (kept out of every training split, as in the
     paper) and the last ``predict_specimens`` role ``predict`` (encoded and predicted only, as a
-    new measurement would be). Stress is filled in by the generator's Voce law at the
-    ``synthesize`` stage.
+    new measurement would be). Those two are deformed to the training strains times
+    ``validation_strain_scale``, so held-out maps come at strains the models never saw. Stress is
+    filled in by the generator's Voce law at the ``synthesize`` stage.
     """
     pixel = float(synthetic["map"]["pixel_size_um"])
     n_train = int(synthetic["train_specimens"])
@@ -68,6 +69,7 @@ def synthetic_samples(synthetic: Mapping[str, Any]) -> pd.DataFrame:
                 if specimen <= n_validation
                 else "predict"
             )
+            scale = 1.0 if role == "train" else float(synthetic.get("validation_strain_scale", 1.0))
             for step, strain in enumerate(material["strain_pct"], start=1):
                 rows.append(
                     {
@@ -75,7 +77,7 @@ def synthetic_samples(synthetic: Mapping[str, Any]) -> pd.DataFrame:
                         "material": material["name"],
                         "specimen": str(specimen),
                         "step": step,
-                        "strain_pct": float(strain),
+                        "strain_pct": float(strain) * scale,
                         "stress_mpa": None,
                         "role": role,
                         "pixel_size_um": pixel,
@@ -277,10 +279,24 @@ def sample_table(dic: Mapping[str, Any], schemas: str | Path) -> pd.DataFrame:
             )
         schema = load_schema(Path(schemas) / "dic_samples.schema.yaml")
         table = read_sample_sheet(dic["samples"], schema, dic["modalities"])
+    _check_one_role_per_specimen(table, dic.get("samples") or "config")
     extension = extension_samples(dic)
     if len(extension):
         table = pd.concat([table, extension], ignore_index=True)
     return table.set_index("sample", drop=False)
+
+
+def _check_one_role_per_specimen(table: pd.DataFrame, source: str | Path) -> None:
+    """A specimen is training, validation or prediction data, never two of them at once.
+
+    Otherwise a "held-out" step would share its specimen (and its slip bands) with training steps.
+    """
+    roles = table.groupby(["material", "specimen"])["role"].unique()
+    mixed = roles[roles.map(len) > 1]
+    if len(mixed):
+        (material, specimen), found = next(iter(mixed.items()))
+        raise InputError(source, f"material {material}, specimen {specimen}",
+                         f"the steps of one specimen have different roles {sorted(found)}")  # fmt: skip
 
 
 def figure_sample(table: pd.DataFrame, material: str) -> str:

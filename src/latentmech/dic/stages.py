@@ -497,7 +497,7 @@ def train_vae(
     from torch.utils.data import TensorDataset
 
     from latentmech.core.store import write_json
-    from latentmech.core.train import Trainer, TrainSettings, load_checkpoint
+    from latentmech.core.train import Trainer, TrainSettings, data_fingerprint, load_checkpoint
     from latentmech.dic import vae
 
     channels = list(settings["channels"])
@@ -516,9 +516,10 @@ def train_vae(
     loss = _vae_loss_fn(
         channels, settings["augment"], settings["loss"]["beta"], settings["loss"]["max_power"]
     )
-    trainer = Trainer(
-        vae.VAE(config), loss, TrainSettings.from_dict(settings["train"]), settings["workdir"]
-    )
+    train_settings = TrainSettings.from_dict(settings["train"])
+    torch.manual_seed(train_settings.seed)  # the initial weights follow the seed too
+    trainer = Trainer(vae.VAE(config), loss, train_settings, settings["workdir"],
+                      fingerprint=data_fingerprint(data["train"], data["val"]))  # fmt: skip
     result = trainer.fit(data["train"], data["val"])
     best = vae.VAE(config)
     best.load_state_dict(load_checkpoint(result.best_path)["model"])
@@ -756,63 +757,86 @@ def _specimen_windows(ds: xr.Dataset, channels: Sequence[str]) -> dict[str, Any]
     return meta | {"x": x, "events": ds["events"].values.astype(np.int64)}
 
 
-def _aligned(values: np.ndarray, meta: Mapping[str, Any], sample: str) -> np.ndarray:
-    """(S, N, …) values of every step at the grid cells of ``sample``'s windows (NaN if absent)."""
+def _aligned(
+    values: np.ndarray, meta: Mapping[str, Any], sample: str, order: Sequence[str]
+) -> np.ndarray:
+    """(S, N, …) values of the samples ``order`` at the grid cells of ``sample``'s windows.
+
+    Cells a sample lacks are NaN (maps of one specimen may differ slightly in size).
+    """
     own = meta["sample"] == sample
-    samples = list(dict.fromkeys(meta["sample"][np.argsort(meta["step"], kind="stable")]))
     key = meta["row"].astype(np.int64) * 1_000_003 + meta["col"]
-    out = np.full((len(samples), int(own.sum()), *values.shape[1:]), np.nan, dtype=np.float32)
-    for s, other in enumerate(samples):  # a handful of steps per specimen
+    out = np.full((len(order), int(own.sum()), *values.shape[1:]), np.nan, dtype=np.float32)
+    for s, other in enumerate(order):  # a handful of steps per specimen
         index = pd.Index(key[meta["sample"] == other]).get_indexer(key[own])
         found = index >= 0
         out[s, found] = values[meta["sample"] == other][index[found]]
     return out
 
 
-def _evolved_copies(
-    meta: Mapping[str, Any], sample: str, copies: int, jitter: float, rng: np.random.Generator
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Windows of ``sample`` at its strain and at ``copies`` strains within ±``jitter`` of it.
+def _specimen_steps(meta: Mapping[str, Any], where: str) -> pd.DataFrame:
+    """The specimen's samples with their strain and stress, by increasing strain (checked)."""
+    steps = pd.DataFrame({"sample": meta["sample"], "strain": meta["strain_pct"],
+                          "stress": meta["stress_mpa"]}).drop_duplicates("sample")  # fmt: skip
+    steps = steps.sort_values("strain", kind="stable").reset_index(drop=True)
+    strains = steps["strain"].to_numpy(dtype=np.float64)
+    if not (np.isfinite(strains).all() and (strains > 0).all()):
+        raise InputError(where, ", ".join(steps["sample"]),
+                         f"strain_pct must be known and > 0 for the intensity-evolution "
+                         f"augmentation, got {strains.tolist()} (or set "
+                         f"dic.cnn.augment.intensity_copies: 0)")  # fmt: skip
+    if len(np.unique(strains)) < len(strains):
+        raise InputError(where, ", ".join(steps["sample"]),
+                         f"two steps of one specimen share a strain {strains.tolist()}: "
+                         "the per-event trends need distinct strains")  # fmt: skip
+    return steps
 
-    Returns the window stacks, the strains (%) and the stresses (MPa) of each copy.
+
+def _evolved_copies(
+    meta: Mapping[str, Any], sample: str, settings: Settings, rng: np.random.Generator,
+    where: str,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:  # fmt: skip
+    """Windows of ``sample`` at its strain and at ``intensity_copies`` jittered strains.
+
+    Returns the window stacks, the strains (%) and the stresses (MPa) of each copy (the first is
+    the measured map itself).
     """
     from latentmech.dic import augment
 
     own = meta["sample"] == sample
-    step_rows = pd.DataFrame({"sample": meta["sample"], "strain": meta["strain_pct"],
-                              "stress": meta["stress_mpa"]}).drop_duplicates("sample")  # fmt: skip
-    step_rows = step_rows.sort_values("strain")
-    strain = float(meta["strain_pct"][own][0])
-    targets = np.concatenate([[strain], augment.jitter_strains(strain, copies, rng, jitter)])
-    stresses = augment.interpolate_stress(step_rows["strain"].to_numpy(),
-                                          step_rows["stress"].to_numpy(), targets)  # fmt: skip
+    strain, stress = float(meta["strain_pct"][own][0]), float(meta["stress_mpa"][own][0])
+    copies = int(settings["intensity_copies"])
     x, labels = meta["x"][own], meta["events"][own]
+    if not copies:
+        return [x], np.array([strain]), np.array([stress])
+    steps = _specimen_steps(meta, where)
+    jittered = augment.jitter_strains(strain, copies, rng, float(settings["strain_jitter"]))
+    stresses = augment.interpolate_stress(steps["strain"].to_numpy(),
+                                          steps["stress"].to_numpy(), jittered)  # fmt: skip
+    aligned = _aligned(meta["x"], meta, sample, list(steps["sample"]))  # (S, N, C, W, W)
+    trends = [
+        augment.fit_trends(
+            augment.event_means(aligned[:, :, c], labels), steps["strain"].to_numpy()
+        )
+        for c in range(x.shape[1])
+    ]
     stacks = [x]
-    if copies:
-        aligned = _aligned(meta["x"], meta, sample)  # (S, N, C, W, W)
-        trends = [
-            augment.fit_trends(augment.event_means(aligned[:, :, c], labels),
-                               step_rows["strain"].to_numpy())
-            for c in range(x.shape[1])
-        ]  # fmt: skip
-        for target in targets[1:]:
-            channels = [augment.evolve_intensity(x[:, c], labels, trends[c], strain, target)
-                        for c in range(x.shape[1])]  # fmt: skip
-            stacks.append(np.stack(channels, axis=1))
-    return stacks, targets, stresses
+    for target in jittered:
+        channels = [augment.evolve_intensity(x[:, c], labels, trends[c], strain, target)
+                    for c in range(x.shape[1])]  # fmt: skip
+        stacks.append(np.stack(channels, axis=1))
+    return stacks, np.concatenate([[strain], jittered]), np.concatenate([[stress], stresses])
 
 
 def _dataset_maps(
     meta: Mapping[str, Any], sample: str, latent_map: xr.Dataset, encoder: Any,
-    channels: Sequence[str], settings: Settings, rng: np.random.Generator,
+    channels: Sequence[str], settings: Settings, rng: np.random.Generator, where: str,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Every augmented latent map of one training sample (copies × reflections)."""
     from latentmech.dic import latent
 
     aug = settings["augment"]
-    stacks, strains, stresses = _evolved_copies(
-        meta, sample, int(aug["intensity_copies"]), float(aug["strain_jitter"]), rng
-    )
+    stacks, strains, stresses = _evolved_copies(meta, sample, aug, rng, where)
     shape = (latent_map.sizes["y"], latent_map.sizes["x"])
     own = meta["sample"] == sample
     rows, cols = meta["row"][own], meta["col"][own]
@@ -832,7 +856,7 @@ def _dataset_maps(
         maps.append({
             "mu": latent.to_grid(mu[i * n : (i + 1) * n], r, c, shape),
             "sigma": latent.to_grid(sigma[i * n : (i + 1) * n], r, c, shape),
-            "exx_mean": grid_exx * strains[copy] / strains[0],
+            "exx_mean": grid_exx * (strains[copy] / strains[0] if copy else 1.0),
             "strain_pct": strains[copy], "stress_mpa": stresses[copy], "copy": copy,
             "reflection": f"{'x' if flip_x else ''}{'y' if flip_y else ''}" or "none",
         })  # fmt: skip
@@ -870,7 +894,7 @@ def cnn_dataset(
             for sample in sorted(set(windows["sample"]) & set(maps_by_sample)):
                 latent_map = maps_by_sample[sample]
                 for record in _dataset_maps(windows, sample, latent_map, encoder, channels,
-                                            settings, rng):  # fmt: skip
+                                            settings, rng, str(windows_zarr)):  # fmt: skip
                     records.append(record | {k: latent_map.attrs[k] for k in
                                              ("sample", "material", "specimen", "step")})  # fmt: skip
     if not records:
@@ -1062,7 +1086,7 @@ def train_cnn(
     import torch
 
     from latentmech.core.store import write_json
-    from latentmech.core.train import Trainer, TrainSettings, load_checkpoint
+    from latentmech.core.train import Trainer, TrainSettings, data_fingerprint, load_checkpoint
     from latentmech.dic import cnn
     from latentmech.dic.samples import PROPERTY_COLUMNS
 
@@ -1084,14 +1108,16 @@ def train_cnn(
         {**settings["model"], "latent_dim": joined["mu"].shape[-1], "crop": settings["crop"]["size"],
          "n_outputs": len(PROPERTY_COLUMNS)}
     )  # fmt: skip
-    trainer = Trainer(cnn.PropertyCNN(config), lambda m, b: (None, {}),
-                      TrainSettings.from_dict(settings["train"]), settings["workdir"])  # fmt: skip
+    train_set = _item_tensors(train_items, standardizer.transform(y_train))
+    val_set = _item_tensors(val_items, standardizer.transform(y_val), offset=len(train_maps["mu"]))
+    train_settings = TrainSettings.from_dict(settings["train"])
+    torch.manual_seed(train_settings.seed)  # the initial weights follow the seed too
+    trainer = Trainer(cnn.PropertyCNN(config), lambda m, b: (None, {}), train_settings,
+                      settings["workdir"],
+                      fingerprint=data_fingerprint(train_set, val_set, *joined.values()))  # fmt: skip
     tensors = {k: torch.from_numpy(v).to(trainer.device) for k, v in joined.items()}
     trainer.loss_fn = _cnn_loss(tensors, standardizer, config.crop, settings["input"] == "sample")
-    result = trainer.fit(
-        _item_tensors(train_items, standardizer.transform(y_train)),
-        _item_tensors(val_items, standardizer.transform(y_val), offset=len(train_maps["mu"])),
-    )
+    result = trainer.fit(train_set, val_set)
     kept = result.best_path if settings["keep"] == "best" else result.last_path
     net = cnn.PropertyCNN(config)
     net.load_state_dict(load_checkpoint(kept)["model"])
@@ -1124,6 +1150,22 @@ def load_cnn(model: Path, sidecar: Path) -> tuple[Any, dict[str, Any]]:
     return net.eval(), meta
 
 
+def _predict_crops(
+    net: Any, crops: np.ndarray, strain: np.ndarray, stress: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """Standardised predictions of crops (N, L, k, k) in batches, model in eval mode."""
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            part = slice(start, start + batch_size)
+            outputs.append(net(torch.from_numpy(np.ascontiguousarray(crops[part])),
+                               torch.as_tensor(strain[part]).float(),
+                               torch.as_tensor(stress[part]).float()).numpy())  # fmt: skip
+    return np.concatenate(outputs).astype(np.float64)
+
+
 def predict(
     latent: Sequence[Path], model: Path, sidecar: Path, materials: Path, predictions: Path,
     settings: Settings, code: str = "",
@@ -1131,10 +1173,11 @@ def predict(
     """Properties predicted from every crop of each latent map (μ, no augmentation).
 
     One row per crop with the sample's metadata, the crop origin (grid row/column), the
-    prediction of each property and, where the materials table knows it, the true value.
+    prediction of each property and, where the materials table knows it, the true value
+    (``input``: ``latent``). With ``settings["shuffle_check"]`` the crops are predicted a second
+    time with their latent inputs permuted among themselves (strain and stress kept; rows with
+    ``input``: ``shuffled_latent``): how much of the accuracy the maps themselves carry.
     """
-    import torch
-
     from latentmech.dic import cnn
 
     net, meta = load_cnn(model, sidecar)
@@ -1148,20 +1191,26 @@ def predict(
     offsets = np.arange(size)
     rows = (items["r0"].to_numpy()[:, None] + offsets)[:, :, None]
     cols = (items["c0"].to_numpy()[:, None] + offsets)[:, None, :]
-    crops = np.ascontiguousarray(maps["mu"][index[:, None, None], rows, cols].transpose(0, 3, 1, 2))
-    with torch.no_grad():
-        out = net(torch.from_numpy(crops), torch.as_tensor(items["strain"].to_numpy()).float(),
-                  torch.as_tensor(items["stress"].to_numpy()).float())  # fmt: skip
-    predicted = standardizer.inverse(out.numpy().astype(np.float64))
+    crops = maps["mu"][index[:, None, None], rows, cols].transpose(0, 3, 1, 2)
+    strain, stress = items["strain"].to_numpy(), items["stress"].to_numpy()
+    inputs = {"latent": crops}
+    if settings.get("shuffle_check"):
+        order = np.random.default_rng(0).permutation(len(crops))
+        inputs["shuffled_latent"] = crops[order]
     table = read_table(materials).set_index("material")
-    frame = pd.DataFrame({k: np.asarray(maps[k])[index] for k in
-                          ("sample", "material", "specimen", "step", "strain_pct", "stress_mpa")})  # fmt: skip
-    frame["crop_row"], frame["crop_col"] = items["r0"].to_numpy(), items["c0"].to_numpy()
-    for j, prop in enumerate(meta["properties"]):
-        known = table[prop] if prop in table else pd.Series(dtype=float)
-        frame[f"{prop}_true"] = frame["material"].map(known).astype(float)
-        frame[f"{prop}_pred"] = predicted[:, j]
-    write_table(frame, predictions)
+    frames = []
+    for name, data in inputs.items():
+        predicted = standardizer.inverse(_predict_crops(net, data, strain, stress))
+        frame = pd.DataFrame({k: np.asarray(maps[k])[index] for k in
+                              ("sample", "material", "specimen", "step", "strain_pct", "stress_mpa")})  # fmt: skip
+        frame["crop_row"], frame["crop_col"] = items["r0"].to_numpy(), items["c0"].to_numpy()
+        frame["input"] = name
+        for j, prop in enumerate(meta["properties"]):
+            known = table[prop] if prop in table else pd.Series(dtype=float)
+            frame[f"{prop}_true"] = frame["material"].map(known).astype(float)
+            frame[f"{prop}_pred"] = predicted[:, j]
+        frames.append(frame)
+    write_table(pd.concat(frames, ignore_index=True), predictions)
 
 
 def evaluate_cnn(
@@ -1172,7 +1221,8 @@ def evaluate_cnn(
 
     The baseline table says, per property, whether the CNN's median relative error is at most half
     of that of a predictor returning the training mean (the project's acceptance criterion: at
-    least four of the six properties); the verdict is logged.
+    least four of the six properties; the verdict is logged), and, when the predictions hold
+    them, the error with the latent inputs shuffled among crops (what the maps contribute).
     """
     import json
     import logging
@@ -1180,12 +1230,19 @@ def evaluate_cnn(
     from latentmech.core import plots
     from latentmech.dic import evaluate
 
-    frame = read_table(predictions)
+    every = read_table(predictions)
+    frame = every[every["input"] == "latent"]
     meta = json.loads(Path(sidecar).read_text())
     properties = meta["properties"]
     write_table(evaluate.error_ranges(frame, properties), ranges)
     comparison = evaluate.baseline_comparison(frame, meta["training_means"], properties)
     met = evaluate.criterion_met(comparison)
+    shuffled = every[every["input"] == "shuffled_latent"]
+    if len(shuffled):  # the same model with the crops' latent inputs permuted among crops
+        check = evaluate.baseline_comparison(shuffled, meta["training_means"], properties)
+        comparison["shuffled_latent_median_abs_rel_error"] = check[
+            "model_median_abs_rel_error"
+        ].to_numpy()
     write_table(comparison.assign(criterion_met=met), baseline)
     logging.getLogger(__name__).info(
         "CNN vs training mean: %d of %d properties at most half the baseline's median error",
@@ -1291,7 +1348,7 @@ def extend_vae(
     import torch
 
     from latentmech.core.store import write_json
-    from latentmech.core.train import Trainer, TrainSettings, load_checkpoint
+    from latentmech.core.train import Trainer, TrainSettings, data_fingerprint, load_checkpoint
     from latentmech.dic import retrain, vae
 
     torch.set_num_threads(int(settings.get("threads", 1)))
@@ -1301,7 +1358,11 @@ def extend_vae(
     train_settings = TrainSettings.from_dict(settings["train"])
     torch.manual_seed(train_settings.seed)
     if settings["method"] == "partial":
-        steps = train_settings.epochs * math.ceil(len(sets["train"]) / train_settings.batch_size)
+        # γ must reach 1 before the run can end, early stopping included
+        epochs = train_settings.epochs
+        if train_settings.patience is not None:
+            epochs = min(epochs, train_settings.patience + 1)
+        steps = epochs * math.ceil(len(sets["train"]) / train_settings.batch_size)
         ramp = min(int(settings["ramp_steps"]), steps)
         training_windows = sets["train"].tensors[0]
         net, groups = retrain.partial_retraining(base, training_windows, settings["fraction"],
@@ -1310,13 +1371,16 @@ def extend_vae(
         net, groups = retrain.transfer_learning(base, int(settings["transfer_last_layers"]))
     loss = _extension_loss(channels, meta["augment"], settings["loss"]["beta"],
                            settings["loss"]["max_power"])  # fmt: skip
-    trainer = Trainer(net.train(), loss, train_settings, settings["workdir"], param_groups=groups)
+    fingerprint = data_fingerprint(sets["train"], sets["val"], *base.state_dict().values())
+    trainer = Trainer(net.train(), loss, train_settings, settings["workdir"],
+                      param_groups=groups, fingerprint=fingerprint)  # fmt: skip
     result = trainer.fit(sets["train"], sets["val"])
     kept = result.last_path if settings["method"] == "partial" else result.best_path
     net.load_state_dict(load_checkpoint(kept)["model"])
     final = retrain.merge_blended(net) if settings["method"] == "partial" else net
     with atomic_path(output_model) as tmp:
         torch.save(final.state_dict(), tmp)
+    meta = meta | {"best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run}
     write_json(meta | {"method": settings["method"], "base_model": str(model),
                        "provenance": provenance("dic_extend_vae", settings, code)},
                output_sidecar)  # fmt: skip

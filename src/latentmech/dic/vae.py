@@ -212,12 +212,15 @@ def reflect(
     Channels in :data:`REFLECTION_ODD_CHANNELS` change sign once per mirror applied.
     """
     n = windows.shape[0]
-    flip_x = torch.rand(n, generator=generator) < p
-    flip_y = torch.rand(n, generator=generator) < p
+    # draws on the CPU (a CPU generator's stream, the same on any device), then moved
+    flip_x = (torch.rand(n, generator=generator) < p).to(windows.device)
+    flip_y = (torch.rand(n, generator=generator) < p).to(windows.device)
     out = windows.clone()
     out[flip_x] = out[flip_x].flip(-1)
     out[flip_y] = out[flip_y].flip(-2)
-    odd = torch.tensor([name in REFLECTION_ODD_CHANNELS for name in channel_names])
+    odd = torch.tensor(
+        [name in REFLECTION_ODD_CHANNELS for name in channel_names], device=windows.device
+    )
     sign = torch.where(flip_x ^ flip_y, -1.0, 1.0)[:, None] * odd.float() + (~odd).float()
     return out * sign[:, :, None, None].to(out.dtype)
 
@@ -242,7 +245,7 @@ def mask_events(
         ids = ids[ids > 0]
         if ids.numel() < 2:
             continue  # a window with a single event keeps it
-        hide = torch.rand(ids.numel(), generator=generator) < p
+        hide = (torch.rand(ids.numel(), generator=generator) < p).to(ids.device)
         if bool(hide.all()):
             hide[torch.randint(ids.numel(), (1,), generator=generator)] = False
         hidden = torch.isin(events[i], ids[hide])
@@ -266,7 +269,7 @@ def _fill_with_background(
     std = values.std(dim=1, unbiased=False)
     noise = torch.randn(
         (window.shape[0], int(hidden.sum())), generator=generator, dtype=window.dtype
-    )
+    ).to(window.device)
     window = window.clone()
     window[:, hidden] = mean[:, None] + std[:, None] * noise
     return window
