@@ -29,7 +29,11 @@ rule dic_materials:
     input:
         unpack(lambda w: {"table": DIC["materials"]} if DIC["materials"] else {}),
     output:
-        DIC_PLAN.path("materials.tsv"),
+        report(
+            DIC_PLAN.path("materials.tsv"),
+            caption="../workflow/report/dic_materials.rst",
+            category="HR-DIC",
+        ),
     log:
         log("dic_materials"),
     conda:
@@ -132,7 +136,11 @@ rule dic_event_scores:
         prepped=DIC_PLAN.database("prep", "{sample}.zarr"),
         labels=DIC_PLAN.database("events", "{sample}.zarr"),
     output:
-        DIC_PLAN.path("events", "scores.csv"),
+        report(
+            DIC_PLAN.path("events", "scores.csv"),
+            caption="../workflow/report/dic_event_scores.rst",
+            category="HR-DIC",
+        ),
     log:
         log("dic_event_scores"),
     conda:

@@ -259,7 +259,7 @@ def test_report_bundles_every_figure_and_table(synthetic_run: Path) -> None:
     for output in ("cnn_parity.png", "cnn_distributions.png", "cnn_training.png",
                    "umap_intensity.png", "extension_losses.png", "reconstructions.png",
                    "modalities_W_Nickel600.png", "reconstruction_table.csv",
-                   "error_ranges.csv", "baseline.csv"):  # fmt: skip
+                   "error_ranges.csv", "baseline.csv", "materials.tsv", "scores.csv"):  # fmt: skip
         assert output in names, output
 
 
