@@ -31,14 +31,14 @@ Where the paper is silent (our choices, all configurable):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from latentmech.core.nn import LEAKY_SLOPE, glorot_init
+from latentmech.core.nn import LEAKY_SLOPE, JsonConfig, glorot_init
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
@@ -73,7 +73,7 @@ def sinusoidal_encoding(
 
 
 @dataclass(frozen=True)
-class PropertyCNNConfig:
+class PropertyCNNConfig(JsonConfig):
     """Architecture of the property-prediction CNN; stored as JSON beside the checkpoint."""
 
     latent_dim: int = 128  # input channels: latent features per cell
@@ -126,18 +126,6 @@ class PropertyCNNConfig:
     def n_convs(self) -> int:
         """Number of unpadded 3×3 convolutions taking a crop × crop map to 1×1."""
         return (self.crop - 1) // 2
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["widths"] = list(self.widths)
-        return values
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PropertyCNNConfig:
-        values = dict(d)
-        if "widths" in values:
-            values["widths"] = tuple(values["widths"])
-        return cls(**values)
 
 
 class PropertyCNN(nn.Module):

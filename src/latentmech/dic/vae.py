@@ -26,21 +26,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from latentmech.core.nn import LEAKY_SLOPE, ResidualConv2d, glorot_init
+from latentmech.core.nn import LEAKY_SLOPE, JsonConfig, ResidualConv2d, glorot_init
 
 #: Channels whose sign flips under a mirror reflection (see the module docstring).
 REFLECTION_ODD_CHANNELS = ("rotation", "direction_sin")
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(JsonConfig):
     """Architecture of one modality's VAE; stored as JSON beside the checkpoint."""
 
     in_channels: int = 1
@@ -61,18 +61,6 @@ class VAEConfig:
     @property
     def bottleneck_px(self) -> int:
         return self.window_px // 2 ** len(self.channels)
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["channels"] = list(self.channels)
-        return values
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
-        values = dict(d)
-        if "channels" in values:
-            values["channels"] = tuple(values["channels"])
-        return cls(**values)
 
 
 def _down(c_in: int, c_out: int, k: int) -> nn.Sequential:
