@@ -135,6 +135,10 @@ def test_profiles_pass_a_dry_run(tmp_path: Path, profile: str) -> None:
     )
     assert jobs["dic_synthesize"] == 8 + 2  # 2 materials × 2 specimens × 2 steps + extension
     assert jobs["dic_windows"] == 1
+    if profile != "local":  # cluster profiles send per-sample jobs 20 samples to a job
+        result = snakemake(tmp_path, "--dry-run", "--profile",
+                           str(REPO / "workflow" / "profiles" / profile), env=env)  # fmt: skip
+        assert "Group job dic_per_sample" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
 
 
