@@ -17,11 +17,18 @@ DIC_VAE_CODE = [
     "dic/vae.py",
     "dic/prep.py",
     "core/train.py",
+    "core/distributed.py",
     "core/nn.py",
     "core/metrics.py",
 ]
-DIC_LATENT_CODE = [*DIC_CODE, "dic/latent.py", "dic/vae.py", "dic/prep.py", "core/nn.py"]
-DIC_CNN_CODE = [*DIC_LATENT_CODE, "dic/cnn.py", "core/train.py", "core/nn.py"]
+DIC_LATENT_CODE = [
+    *DIC_CODE,
+    "dic/latent.py",
+    "dic/vae.py",
+    "dic/prep.py",
+    "core/nn.py",
+]
+DIC_CNN_CODE = [*DIC_LATENT_CODE, "dic/cnn.py", "core/train.py", "core/distributed.py"]
 DIC_EVAL_CODE = [*DIC_CODE, "dic/evaluate.py", "core/plots.py", "core/metrics.py"]
 
 

@@ -521,6 +521,10 @@ def train_vae(
     trainer = Trainer(vae.VAE(config), loss, train_settings, settings["workdir"],
                       fingerprint=data_fingerprint(data["train"], data["val"]))  # fmt: skip
     result = trainer.fit(data["train"], data["val"])
+    from latentmech.core.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 alone writes the outputs
+        return
     best = vae.VAE(config)
     best.load_state_dict(load_checkpoint(result.best_path)["model"])
     with atomic_path(model) as tmp:
@@ -1118,6 +1122,10 @@ def train_cnn(
     tensors = {k: torch.from_numpy(v).to(trainer.device) for k, v in joined.items()}
     trainer.loss_fn = _cnn_loss(tensors, standardizer, config.crop, settings["input"] == "sample")
     result = trainer.fit(train_set, val_set)
+    from latentmech.core.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 alone writes the outputs
+        return
     kept = result.best_path if settings["keep"] == "best" else result.last_path
     net = cnn.PropertyCNN(config)
     net.load_state_dict(load_checkpoint(kept)["model"])
@@ -1375,6 +1383,10 @@ def extend_vae(
     trainer = Trainer(net.train(), loss, train_settings, settings["workdir"],
                       param_groups=groups, fingerprint=fingerprint)  # fmt: skip
     result = trainer.fit(sets["train"], sets["val"])
+    from latentmech.core.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 alone writes the outputs
+        return
     kept = result.last_path if settings["method"] == "partial" else result.best_path
     net.load_state_dict(load_checkpoint(kept)["model"])
     final = retrain.merge_blended(net) if settings["method"] == "partial" else net
