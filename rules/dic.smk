@@ -279,30 +279,41 @@ rule dic_figure_reconstructions:
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
 
 
-# Latent maps: the database samples (train, validation) in one job, which loads the VAEs once;
+# Latent maps: the database samples (train, validation) in jobs of dic.latent.chunk_samples
+# samples, each loading the VAEs once (chunks keep planning linear in the number of samples);
 # each `predict` sample in its own job, so adding one encodes only it.
-rule dic_encode_database:
-    input:
-        raw=DIC_PLAN.database("raw", "{sample}.zarr"),
-        prepped=DIC_PLAN.database("prep", "{sample}.zarr"),
-        models=DIC_PLAN.vae_files("model.pt", DIC_PLAN.latent_variants()),
-        sidecars=DIC_PLAN.vae_files("model.json", DIC_PLAN.latent_variants()),
-    output:
-        latent=[directory(p) for p in DIC_PLAN.database("latent", "{sample}.zarr")],
-    log:
-        log("dic_encode_database"),
-    benchmark:
-        bench("dic_encode_database")
-    conda:
-        "../envs/dic.yaml"
-    threads: DIC["latent"]["threads"]
-    params:
-        settings=as_json(DIC_PLAN.encode_settings()),
-        code=code_digest(*DIC_LATENT_CODE),
-    shell:
-        "latentmech dic encode --raw {input.raw:q} --prepped {input.prepped:q} "
-        "--models {input.models:q} --sidecars {input.sidecars:q} --latent {output.latent:q} "
-        "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
+for chunk, chunk_samples in enumerate(DIC_PLAN.encode_chunks()):
+
+    rule:
+        name:
+            f"dic_encode_database_{chunk}"
+        input:
+            raw=DIC_PLAN.paths("raw", "{sample}.zarr", samples=chunk_samples),
+            prepped=DIC_PLAN.paths("prep", "{sample}.zarr", samples=chunk_samples),
+            models=DIC_PLAN.vae_files("model.pt", DIC_PLAN.latent_variants()),
+            sidecars=DIC_PLAN.vae_files("model.json", DIC_PLAN.latent_variants()),
+        output:
+            latent=[
+                directory(p)
+                for p in DIC_PLAN.paths(
+                    "latent", "{sample}.zarr", samples=chunk_samples
+                )
+            ],
+        log:
+            log("dic_encode_database", str(chunk)),
+        benchmark:
+            bench("dic_encode_database", str(chunk))
+        conda:
+            "../envs/dic.yaml"
+        threads: DIC["latent"]["threads"]
+        params:
+            settings=as_json(DIC_PLAN.encode_settings()),
+            code=code_digest(*DIC_LATENT_CODE),
+        shell:
+            "latentmech dic encode --raw {input.raw:q} --prepped {input.prepped:q} "
+            "--models {input.models:q} --sidecars {input.sidecars:q} "
+            "--latent {output.latent:q} --settings {params.settings:q} "
+            "--code {params.code} > {log:q} 2>&1"
 
 
 rule dic_encode:

@@ -54,7 +54,10 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str
     for line in table.group(1).splitlines():
         match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if match and match.group(1) not in ("total", "job", "all"):
-            counts[match.group(1)] = int(match.group(2))
+            rule = re.sub(
+                r"_\d+$", "", match.group(1)
+            )  # rules made in a loop: dic_encode_database_0
+            counts[rule] = counts.get(rule, 0) + int(match.group(2))
     return counts
 
 

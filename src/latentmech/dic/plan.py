@@ -94,6 +94,7 @@ class DicPlan:
         self.schemas = Path(schemas)
         self.root = Path(results) / "dic"
         self.samples: pd.DataFrame = sample_table(dic, schemas)
+        self._rows: dict[str, dict[str, Any]] | None = None
         self.synthetic = dic["source"] == "synthetic"
         self.materials = sorted(self.samples["material"].unique())
         if self.cnn_enabled and "exx" not in dic["modalities"]:
@@ -126,6 +127,21 @@ class DicPlan:
         """
         return self.each(*parts, roles=DATABASE_ROLES)
 
+    def paths(self, *parts: str, samples: list[str] | None = None) -> list[str]:
+        """The path with ``{sample}`` filled in for each of ``samples``."""
+        pattern = self.path(*parts)
+        return [pattern.format(sample=s) for s in samples or []]
+
+    def encode_chunks(self) -> list[list[str]]:
+        """Database samples in groups of ``dic.latent.chunk_samples``: one encoding job each.
+
+        One job per group loads the VAEs once; bounded groups keep Snakemake's planning linear
+        (one job with N outputs that N rules ask for costs N² to plan: benchmarks/bench_plan.py).
+        """
+        names = self.names(DATABASE_ROLES)
+        size = int(self.config["latent"]["chunk_samples"])
+        return [names[i : i + size] for i in range(0, len(names), size)]
+
     def predict_pattern(self) -> str:
         """Regular expression matching exactly the ``predict`` samples (never matches if none)."""
         names = self.names(("predict",))
@@ -133,8 +149,12 @@ class DicPlan:
 
     def row(self, sample: str) -> dict[str, Any]:
         """The sample's table row as plain JSON values (None for empty cells)."""
-        row = self.samples.loc[sample].to_dict()
-        return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+        if self._rows is None:  # built once: a pandas lookup per call is slow for many samples
+            self._rows = {
+                name: {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                for name, r in self.samples.to_dict(orient="index").items()
+            }
+        return dict(self._rows[sample])
 
     def files(self, sample: str) -> dict[str, str]:
         """The files a measured sample reads (inputs of ``dic_ingest``)."""
