@@ -3,7 +3,7 @@ from pathlib import Path
 
 from latentmech.core.digest import code_digest
 from latentmech.core.schema import load_schema, validate
-from latentmech.core.workflow import as_json, cli_option, ensure_cli_on_path
+from latentmech.core.workflow import as_json, cli_option, ensure_cli_on_path, launcher
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 validate(config, load_schema(SCHEMAS / "config.schema.yaml"), source="config")

@@ -222,13 +222,16 @@ rule dic_train_vae:
     conda:
         "../envs/dic.yaml"
     threads: DIC["vae"]["threads"]
+    resources:
+        gpu=DIC["vae"]["gpus"],
     params:
+        launcher=launcher(DIC["vae"]["gpus"]),
         settings=lambda w: as_json(
             DIC_PLAN.vae_settings(w.modality, w.augment, code_digest(*DIC_VAE_CODE))
         ),
         code=code_digest(*DIC_VAE_CODE),
     shell:
-        "latentmech dic train-vae --windows-zarr {input.windows_zarr:q} "
+        "{params.launcher} dic train-vae --windows-zarr {input.windows_zarr:q} "
         "--model {output.model:q} --sidecar {output.sidecar:q} --history {output.history:q} "
         "--scores {output.scores:q} --settings {params.settings:q} --code {params.code} "
         "> {log:q} 2>&1"
@@ -406,11 +409,14 @@ if DIC_PLAN.cnn_enabled:
         conda:
             "../envs/dic.yaml"
         threads: DIC["cnn"]["threads"]
+        resources:
+            gpu=DIC["cnn"]["gpus"],
         params:
+            launcher=launcher(DIC["cnn"]["gpus"]),
             settings=as_json(DIC_PLAN.cnn_settings(code_digest(*DIC_CNN_CODE))),
             code=code_digest(*DIC_CNN_CODE),
         shell:
-            "latentmech dic train-cnn --dataset {input.dataset:q} --latent {input.latent:q} "
+            "{params.launcher} dic train-cnn --dataset {input.dataset:q} --latent {input.latent:q} "
             "--materials {input.materials:q} --model {output.model:q} "
             "--sidecar {output.sidecar:q} --history {output.history:q} "
             "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
@@ -556,7 +562,10 @@ if DIC_PLAN.extension_enabled:
         conda:
             "../envs/dic.yaml"
         threads: DIC["extend"]["threads"]
+        resources:
+            gpu=DIC["extend"]["gpus"],
         params:
+            launcher=launcher(DIC["extend"]["gpus"]),
             settings=lambda w: as_json(
                 DIC_PLAN.extension_settings(
                     w.method, code_digest(*DIC_VAE_CODE, "dic/retrain.py")
@@ -564,7 +573,7 @@ if DIC_PLAN.extension_enabled:
             ),
             code=code_digest(*DIC_VAE_CODE, "dic/retrain.py"),
         shell:
-            "latentmech dic extend-vae --windows-zarr {input.windows_zarr:q} "
+            "{params.launcher} dic extend-vae --windows-zarr {input.windows_zarr:q} "
             "--new-windows-zarr {input.new_windows_zarr:q} --model {input.model:q} "
             "--sidecar {input.sidecar:q} --output-model {output.model:q} "
             "--output-sidecar {output.sidecar:q} --history {output.history:q} "

@@ -147,3 +147,19 @@ def test_top_level_layout() -> None:
         assert (REPO / name).exists(), name
     assert "results/" in (REPO / ".gitignore").read_text()
     assert shutil.which("make")
+
+
+def test_training_rules_request_gpus_and_go_data_parallel_beyond_one(tmp_path: Path) -> None:
+    config = tiny_synthetic_config()
+    write_config(tmp_path / "config.yaml", config)
+    plain = snakemake(tmp_path, "--dry-run", "--printshellcmds").stdout
+    assert "latentmech dic train-vae" in plain and "torchrun" not in plain
+    config["dic"]["vae"]["gpus"] = 2
+    config["dic"]["cnn"]["gpus"] = 1
+    write_config(tmp_path / "config.yaml", config)
+    text = snakemake(tmp_path, "--dry-run", "--printshellcmds", "--resources", "gpu=2").stdout
+    assert "torchrun --standalone --nproc_per_node 2 --signals-to-handle" in text
+    assert "-m latentmech.cli dic train-vae" in text
+    assert "latentmech dic train-cnn" in text  # one GPU: no torchrun
+    vae_jobs = text.split("rule dic_train_vae:")[1:]
+    assert vae_jobs and all("gpu=2" in job.split("\n\n")[0] for job in vae_jobs)

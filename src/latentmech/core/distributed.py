@@ -36,11 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-#: Signals torchrun's agent forwards to its workers (``--signals-to-handle``): its default plus
-#: SIGUSR1, which Slurm's ``--signal=USR1@…`` sends before a time limit. (Setting the
-#: environment variable TORCHELASTIC_SIGNALS_TO_HANDLE instead does not work: torchrun
-#: overwrites it with this option's value.)
-TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+from latentmech.core.workflow import TORCHRUN_SIGNALS, torchrun_command  # noqa: F401 (re-exported)
 
 _GROUPS = itertools.count()  # process groups this process opened, for their store prefixes
 
@@ -185,17 +181,3 @@ def shard(indices: Sequence[int], world: World) -> tuple[list[int], float]:
         return [indices[0]], 0.0
     part = list(indices[start : start + count])
     return part, 1.0 if count * size == m else count * size / m
-
-
-def torchrun_command(nproc: int, module: str = "latentmech.cli") -> list[str]:
-    """The command prefix a rule runs its stage with on ``nproc`` GPUs of one node.
-
-    ``torchrun --standalone --nproc_per_node N --signals-to-handle … -m latentmech.cli``; the
-    stage's own arguments follow (``latentmech dic train-vae …`` becomes ``<prefix> dic
-    train-vae …``). One process needs no torchrun: ``nproc`` ≤ 1 gives the ``latentmech``
-    entry point (``python -m <module>`` for another module).
-    """
-    if nproc <= 1:
-        return ["latentmech"] if module == "latentmech.cli" else ["python", "-m", module]
-    return ["torchrun", "--standalone", "--nproc_per_node", str(int(nproc)),
-            "--signals-to-handle", TORCHRUN_SIGNALS, "-m", module]  # fmt: skip

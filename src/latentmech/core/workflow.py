@@ -29,3 +29,29 @@ def as_json(settings: Any) -> str:
 def cli_option(flag: str, value: str | None) -> str:
     """``--flag 'value'`` shell-quoted, or nothing when the optional value is absent."""
     return f"{flag} {shlex.quote(str(value))}" if value else ""
+
+
+#: Signals torchrun's agent forwards to its workers (``--signals-to-handle``): its default plus
+#: SIGUSR1, which Slurm's ``--signal=USR1@…`` sends before a time limit. (Setting the
+#: environment variable TORCHELASTIC_SIGNALS_TO_HANDLE instead does not work: torchrun
+#: overwrites it with this option's value.)
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
+def torchrun_command(nproc: int, module: str = "latentmech.cli") -> list[str]:
+    """The command prefix a rule runs its stage with on ``nproc`` GPUs of one node.
+
+    ``torchrun --standalone --nproc_per_node N --signals-to-handle … -m latentmech.cli``; the
+    stage's own arguments follow (``latentmech dic train-vae …`` becomes ``<prefix> dic
+    train-vae …``). One process needs no torchrun: ``nproc`` ≤ 1 gives the ``latentmech``
+    entry point (``python -m <module>`` for another module).
+    """
+    if nproc <= 1:
+        return ["latentmech"] if module == "latentmech.cli" else ["python", "-m", module]
+    return ["torchrun", "--standalone", "--nproc_per_node", str(int(nproc)),
+            "--signals-to-handle", TORCHRUN_SIGNALS, "-m", module]  # fmt: skip
+
+
+def launcher(gpus: int) -> str:
+    """What a training rule's shell command starts with: ``latentmech``, or torchrun for > 1 GPU."""
+    return shlex.join(torchrun_command(gpus))
