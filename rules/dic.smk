@@ -10,6 +10,7 @@ DIC_CODE = [
     "cli.py",
     "core/store.py",
     "core/errors.py",
+    "core/jsonconfig.py",
     "dic/stages.py",
 ]
 DIC_VAE_CODE = [

@@ -92,3 +92,14 @@ def tiny_synthetic_config(results: str = "results") -> dict[str, Any]:
     dic["extend"]["train"]["epochs"] = 1
     config["results"] = results
     return config
+
+
+def linear_data(n: int, seed: int) -> Any:
+    """A seeded linear-regression TensorDataset (4 features → 1 target) for training-loop tests."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=generator)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.3
+    return TensorDataset(x, y)

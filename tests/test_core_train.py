@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from latentmech.core.train import (
     BEST,
@@ -24,13 +23,7 @@ from latentmech.core.train import (
     load_checkpoint,
     resolve_device,
 )
-
-
-def _data(n: int, seed: int) -> TensorDataset:
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 4, generator=generator)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.3
-    return TensorDataset(x, y)
+from tests.helpers import linear_data
 
 
 def _model() -> torch.nn.Module:
@@ -62,7 +55,7 @@ SETTINGS = TrainSettings(epochs=4, batch_size=16, lr=1e-2, seed=3)
 
 
 def test_sigterm_then_resume_gives_the_same_weights(tmp_path: Path) -> None:
-    train, val = _data(100, 1), _data(40, 2)
+    train, val = linear_data(100, 1), linear_data(40, 2)
     reference = Trainer(_model(), _Loss(), SETTINGS, tmp_path / "reference").fit(train, val)
 
     interrupted = Trainer(_model(), _Loss(signal_at=10), SETTINGS, tmp_path / "run")
@@ -87,7 +80,7 @@ def test_sigterm_then_resume_gives_the_same_weights(tmp_path: Path) -> None:
 
 
 def test_best_checkpoint_early_stopping_and_history(tmp_path: Path) -> None:
-    train, val = _data(64, 1), _data(32, 2)
+    train, val = linear_data(64, 1), linear_data(32, 2)
     settings = TrainSettings(
         epochs=50, batch_size=32, lr=0.5, seed=0, patience=2
     )  # lr too high: diverges
@@ -103,7 +96,7 @@ def test_best_checkpoint_early_stopping_and_history(tmp_path: Path) -> None:
 
 
 def test_training_learns_and_resume_after_completion_does_nothing(tmp_path: Path) -> None:
-    train, val = _data(200, 1), _data(50, 2)
+    train, val = linear_data(200, 1), linear_data(50, 2)
     settings = TrainSettings(epochs=30, batch_size=32, lr=1e-2, seed=0)
     first = Trainer(_model(), _Loss(), settings, tmp_path).fit(train, val)
     assert first.history[-1]["val_loss"] < 0.1 * first.history[0]["val_loss"]
@@ -127,7 +120,8 @@ def test_unknown_setting_is_named() -> None:
 
 CHILD = """
 import sys, time
-from tests.test_core_train import _Loss, _data, _model
+from tests.helpers import linear_data
+from tests.test_core_train import _Loss, _model
 from latentmech.core.train import Trainer, TrainSettings
 
 class SlowLoss(_Loss):
@@ -138,7 +132,7 @@ class SlowLoss(_Loss):
         return super().__call__(model, batch)
 
 settings = TrainSettings(epochs=3, batch_size=8, lr=1e-2, seed=5)
-Trainer(_model(), SlowLoss(), settings, sys.argv[1]).fit(_data(120, 1), _data(40, 2))
+Trainer(_model(), SlowLoss(), settings, sys.argv[1]).fit(linear_data(120, 1), linear_data(40, 2))
 """
 
 
@@ -176,7 +170,7 @@ def test_a_non_finite_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
         return torch.nn.functional.mse_loss(model(x), y) * float("inf"), {}
 
     with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 1, batch 1"):
-        Trainer(_model(), exploding, SETTINGS, tmp_path).fit(_data(32, 1), _data(16, 2))
+        Trainer(_model(), exploding, SETTINGS, tmp_path).fit(linear_data(32, 1), linear_data(16, 2))
 
 
 # -- parameter groups and frozen parameters ---------------------------------------------------
@@ -195,7 +189,7 @@ def test_a_group_with_lr_factor_5_gets_5_times_the_learning_rate(tmp_path: Path)
     trainer = Trainer(model, _Loss(), SETTINGS, tmp_path, param_groups=_groups(model))
     lrs = [group["lr"] for group in trainer.optimizer.param_groups]
     assert lrs == [SETTINGS.lr, 5 * SETTINGS.lr]
-    result = trainer.fit(_data(32, 1), _data(16, 2))
+    result = trainer.fit(linear_data(32, 1), linear_data(16, 2))
     assert result.history[-1]["lr"] == SETTINGS.lr  # the history reports group 0
 
 
@@ -212,7 +206,7 @@ def test_default_groups_are_unchanged_and_frozen_parameters_are_not_optimised(
     assert {id(p) for p in group["params"]} == {
         id(p) for p in model.parameters() if p is not model[0].weight
     }
-    trainer.fit(_data(32, 1), _data(16, 2))
+    trainer.fit(linear_data(32, 1), linear_data(16, 2))
     torch.testing.assert_close(model[0].weight, before, rtol=0, atol=0)
     assert not torch.equal(model[0].bias, _model()[0].bias)  # the rest did train
 
@@ -232,7 +226,7 @@ def test_bad_groups_are_named(tmp_path: Path) -> None:
 
 
 def test_sigterm_then_resume_with_groups_gives_the_same_weights(tmp_path: Path) -> None:
-    train, val = _data(100, 1), _data(40, 2)
+    train, val = linear_data(100, 1), linear_data(40, 2)
 
     def trainer(loss: _Loss, workdir: Path) -> Trainer:
         model = _model()
@@ -250,11 +244,11 @@ def test_sigterm_then_resume_with_groups_gives_the_same_weights(tmp_path: Path) 
 
 
 def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path: Path) -> None:
-    train, val = _data(64, 1), _data(32, 2)
+    train, val = linear_data(64, 1), linear_data(32, 2)
     settings = TrainSettings(epochs=2, batch_size=16, lr=1e-2, seed=0)
     print_a = data_fingerprint(train, val)
-    assert print_a == data_fingerprint(_data(64, 1), _data(32, 2))
-    other_train = _data(64, 5)
+    assert print_a == data_fingerprint(linear_data(64, 1), linear_data(32, 2))
+    other_train = linear_data(64, 5)
     print_b = data_fingerprint(other_train, val)
     assert print_b != print_a
     Trainer(_model(), _Loss(), settings, tmp_path, fingerprint=print_a).fit(train, val)

@@ -39,19 +39,12 @@ from latentmech.core.train import (
     TrainSettings,
     load_checkpoint,
 )
-from tests.helpers import REPO
+from tests.helpers import REPO, linear_data
 
 RTOL, ATOL = 1e-5, 1e-6
 SETTINGS = TrainSettings(epochs=3, batch_size=32, lr=5e-2, seed=3)
 #: scenario → number of training samples (validation: 37 samples in every scenario)
 SIZES = {"uneven": 101, "empty_shard": 97}
-
-
-def _data(n: int, seed: int) -> TensorDataset:
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 4, generator=generator)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.3
-    return TensorDataset(x, y)
 
 
 def _model() -> torch.nn.Module:
@@ -85,7 +78,8 @@ import torch
 import torch.distributed as dist
 
 from latentmech.core.train import Trainer, TrainingInterrupted
-from tests.test_core_train_ddp import SETTINGS, SIZES, _Loss, _data, _model
+from tests.helpers import linear_data
+from tests.test_core_train_ddp import SETTINGS, SIZES, _Loss, _model
 
 out, rank = Path(sys.argv[1]), int(os.environ["RANK"])
 report = {"world_size": int(os.environ["WORLD_SIZE"])}
@@ -93,16 +87,16 @@ for name, n in SIZES.items():
     model = _model()
     trainer = Trainer(model, _Loss(), SETTINGS, out / name)
     report[name] = {"device": str(trainer.device), "group_after_fit": None}
-    trainer.fit(_data(n, 1), _data(37, 2))
+    trainer.fit(linear_data(n, 1), linear_data(37, 2))
     report[name]["group_after_fit"] = dist.is_initialized()
     torch.save(model.state_dict(), out / f"{name}.rank{rank}.pt")  # outside the workdir
 try:  # rank 1 alone gets SIGTERM in its 6th training step (epoch 2, step 2 of 4)
     loss = _Loss(signal_at=6 if rank == 1 else None)
-    Trainer(_model(), loss, SETTINGS, out / "resumed").fit(_data(101, 1), _data(37, 2))
+    Trainer(_model(), loss, SETTINGS, out / "resumed").fit(linear_data(101, 1), linear_data(37, 2))
     report["interrupted"] = None
 except TrainingInterrupted as stop:
     report["interrupted"] = {"code": stop.code, "signum": stop.signum, "calls": loss.calls}
-Trainer(_model(), _Loss(), SETTINGS, out / "resumed").fit(_data(101, 1), _data(37, 2))
+Trainer(_model(), _Loss(), SETTINGS, out / "resumed").fit(linear_data(101, 1), linear_data(37, 2))
 (out / f"report.rank{rank}.json").write_text(json.dumps(report))
 """
 
@@ -125,7 +119,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reference(tmp_path: Path, n: int):
     model = _model()
-    result = Trainer(model, _Loss(), SETTINGS, tmp_path).fit(_data(n, 1), _data(37, 2))
+    result = Trainer(model, _Loss(), SETTINGS, tmp_path).fit(linear_data(n, 1), linear_data(37, 2))
     return model, result
 
 

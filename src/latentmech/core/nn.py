@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, Self
-
 import torch
 from torch import nn
 
@@ -39,18 +36,3 @@ def glorot_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-
-
-class JsonConfig:
-    """Mixin for frozen dataclass architectures stored as JSON sidecars beside their weights.
-
-    Tuple fields (layer widths …) become JSON lists and come back as tuples, so a config read
-    from its sidecar equals (and hashes like) the one that was saved.
-    """
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

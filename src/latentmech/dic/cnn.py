@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentmech.core.nn import LEAKY_SLOPE, JsonConfig, glorot_init
+from latentmech.core.jsonconfig import JsonConfig
+from latentmech.core.nn import LEAKY_SLOPE, glorot_init
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 

@@ -465,16 +465,26 @@ def _window_arrays(windows_zarr: Path, channels: Sequence[str], split: str) -> d
         }
 
 
+def _augmented(
+    model: Any, x: Any, events: Any, valid: Any, channels: Sequence[str], augment: str
+) -> Any:
+    """Training batches get the augmentations of ``augment``; evaluation batches none."""
+    from latentmech.dic import vae
+
+    if model.training and augment == "reflect_mask":
+        x = vae.mask_events(x, events, valid)
+    if model.training and augment in ("reflect", "reflect_mask"):
+        x = vae.reflect(x, channels)
+    return x
+
+
 def _vae_loss_fn(channels: Sequence[str], augment: str, beta: float, max_power: float):
     """The VAE loss with the augmentations of ``augment`` applied to training batches only."""
     from latentmech.dic import vae
 
     def loss(model: Any, batch: Any) -> Any:
         x, events, valid = batch
-        if model.training and augment == "reflect_mask":
-            x = vae.mask_events(x, events, valid)
-        if model.training and augment in ("reflect", "reflect_mask"):
-            x = vae.reflect(x, channels)
+        x = _augmented(model, x, events, valid, channels, augment)
         return vae.vae_loss(model, x, beta=beta, max_power=max_power)
 
     return loss
@@ -756,7 +766,7 @@ def _strings(values: np.ndarray) -> np.ndarray:
 def _specimen_windows(ds: xr.Dataset, channels: Sequence[str]) -> dict[str, Any]:
     """Windows (N, C, W, W), event ids and metadata of a selection of windows.zarr."""
     meta = {c: ds[c].values for c in ("sample", "step", "strain_pct", "stress_mpa", "row", "col")}
-    meta["sample"] = np.asarray(meta["sample"].tolist(), dtype=object)
+    meta["sample"] = _strings(meta["sample"])
     x = np.stack([ds[c].values for c in channels], axis=1).astype(np.float32)
     return meta | {"x": x, "events": ds["events"].values.astype(np.int64)}
 
@@ -908,20 +918,22 @@ def cnn_dataset(
                | provenance("dic_cnn_dataset", settings, code))  # fmt: skip
 
 
+def _pad_grid(array: np.ndarray, grid: tuple[int, int], lead: int = 0) -> np.ndarray:
+    """NaN-pad the (y, x) axes (after ``lead`` leading axes) of ``array`` to ``grid`` cells."""
+    extra = [(0, 0)] * lead
+    extra += [(0, grid[0] - array.shape[lead]), (0, grid[1] - array.shape[lead + 1])]
+    return np.pad(array, extra + [(0, 0)] * (array.ndim - lead - 2), constant_values=np.nan)
+
+
 def _stack_maps(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> xr.Dataset:
     """Maps of possibly different grid shapes in one (map, y, x, latent) dataset, NaN-padded."""
-    height = max(r["mu"].shape[0] for r in records)
-    width = max(r["mu"].shape[1] for r in records)
-
-    def pad(array: np.ndarray) -> np.ndarray:
-        extra = [(0, height - array.shape[0]), (0, width - array.shape[1])]
-        return np.pad(array, extra + [(0, 0)] * (array.ndim - 2), constant_values=np.nan)
-
+    grid = (max(r["mu"].shape[0] for r in records), max(r["mu"].shape[1] for r in records))
     data = {
-        "mu": (("map", "y", "x", "latent"), np.stack([pad(r["mu"]) for r in records])),
-        "sigma": (("map", "y", "x", "latent"), np.stack([pad(r["sigma"]) for r in records])),
-        "exx_mean": (("map", "y", "x"), np.stack([pad(r["exx_mean"]) for r in records])),
-    }
+        name: (dims, np.stack([_pad_grid(r[name], grid) for r in records]))
+        for name, dims in (("mu", ("map", "y", "x", "latent")),
+                           ("sigma", ("map", "y", "x", "latent")),
+                           ("exx_mean", ("map", "y", "x")))
+    }  # fmt: skip
     coords = {k: ("map", np.array([r[k] for r in records])) for k in
               ("sample", "material", "specimen", "step", "strain_pct", "stress_mpa", "copy",
                "reflection")}  # fmt: skip
@@ -1020,14 +1032,12 @@ def _cnn_items(maps: Mapping[str, Any], settings: Settings, source: Path | str) 
 
 def _join_maps(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
     """Two stacks of maps as one (padded to the larger grid); the second's indices shift by len(first)."""
-    height = max(first["mu"].shape[1], second["mu"].shape[1])
-    width = max(first["mu"].shape[2], second["mu"].shape[2])
-
-    def pad(array: np.ndarray) -> np.ndarray:
-        extra = [(0, 0), (0, height - array.shape[1]), (0, width - array.shape[2])]
-        return np.pad(array, extra + [(0, 0)] * (array.ndim - 3), constant_values=np.nan)
-
-    return {k: np.concatenate([pad(first[k]), pad(second[k])]) for k in ("mu", "sigma")}
+    grid = (max(first["mu"].shape[1], second["mu"].shape[1]),
+            max(first["mu"].shape[2], second["mu"].shape[2]))  # fmt: skip
+    return {
+        k: np.concatenate([_pad_grid(first[k], grid, lead=1), _pad_grid(second[k], grid, lead=1)])
+        for k in ("mu", "sigma")
+    }
 
 
 def _cnn_loss(
@@ -1324,10 +1334,7 @@ def _extension_loss(channels: Sequence[str], augment: str, beta: float, max_powe
 
     def loss(model: Any, batch: Any) -> Any:
         x, events, valid, new = batch
-        if model.training and augment == "reflect_mask":
-            x = vae.mask_events(x, events, valid)
-        if model.training and augment in ("reflect", "reflect_mask"):
-            x = vae.reflect(x, channels)
+        x = _augmented(model, x, events, valid, channels, augment)
         reconstruction, mu, log_var = model(x)
         per_window = vae.scaled_l2(reconstruction, x, max_power) + beta * vae.kl_divergence(
             mu, log_var

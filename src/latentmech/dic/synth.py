@@ -50,6 +50,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from latentmech.core.errors import InputError
+from latentmech.core.jsonconfig import JsonConfig
 
 __all__ = [
     "DEFAULT_MATERIALS",
@@ -152,7 +153,7 @@ def _from_mapping(
 
 
 @dataclass(frozen=True)
-class MaterialSpec:
+class MaterialSpec(JsonConfig):
     """Band statistics of one material; everything the generator and the properties use.
 
     ``grain_size_um`` is the median equivalent-circle diameter, ``grain_size_sigma`` the
@@ -208,15 +209,9 @@ class MaterialSpec:
         }
         return _from_mapping(cls, d, converters, source, where)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-type mapping (tuples as lists) for configs, params and provenance attrs."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["strain_pct"] = list(self.strain_pct)
-        return out
-
 
 @dataclass(frozen=True)
-class SynthSettings:
+class SynthSettings(JsonConfig):
     """Map geometry and measurement noise, shared by all materials of a study."""
 
     shape_px: tuple[int, int] = (384, 384)
@@ -257,12 +252,6 @@ class SynthSettings:
             "hole_fraction": _as_float,
         }
         return _from_mapping(cls, d, converters, source, where)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-type mapping (tuples as lists)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["shape_px"] = list(self.shape_px)
-        return out
 
 
 @dataclass(frozen=True)

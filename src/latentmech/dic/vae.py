@@ -33,7 +33,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from latentmech.core.nn import LEAKY_SLOPE, JsonConfig, ResidualConv2d, glorot_init
+from latentmech.core.jsonconfig import JsonConfig
+from latentmech.core.nn import LEAKY_SLOPE, ResidualConv2d, glorot_init
 
 #: Channels whose sign flips under a mirror reflection (see the module docstring).
 REFLECTION_ODD_CHANNELS = ("rotation", "direction_sin")
