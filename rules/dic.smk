@@ -224,7 +224,7 @@ rule dic_train_vae:
         "../envs/dic.yaml"
     threads: DIC["vae"]["threads"]
     resources:
-        gpu=DIC["vae"]["gpus"],
+        **gpus(DIC["vae"]["gpus"]),
     params:
         launcher=launcher(DIC["vae"]["gpus"]),
         settings=lambda w: as_json(
@@ -411,7 +411,7 @@ if DIC_PLAN.cnn_enabled:
             "../envs/dic.yaml"
         threads: DIC["cnn"]["threads"]
         resources:
-            gpu=DIC["cnn"]["gpus"],
+            **gpus(DIC["cnn"]["gpus"]),
         params:
             launcher=launcher(DIC["cnn"]["gpus"]),
             settings=as_json(DIC_PLAN.cnn_settings(code_digest(*DIC_CNN_CODE))),
@@ -564,7 +564,7 @@ if DIC_PLAN.extension_enabled:
             "../envs/dic.yaml"
         threads: DIC["extend"]["threads"]
         resources:
-            gpu=DIC["extend"]["gpus"],
+            **gpus(DIC["extend"]["gpus"]),
         params:
             launcher=launcher(DIC["extend"]["gpus"]),
             settings=lambda w: as_json(

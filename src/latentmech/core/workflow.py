@@ -55,3 +55,25 @@ def torchrun_command(nproc: int, module: str = "latentmech.cli") -> list[str]:
 def launcher(gpus: int) -> str:
     """What a training rule's shell command starts with: ``latentmech``, or torchrun for > 1 GPU."""
     return shlex.join(torchrun_command(gpus))
+
+
+#: How a GPU rule asks the cluster for its GPUs (config ``cluster.gpu_request``).
+GPU_REQUESTS = ("gpus", "gres")
+
+
+def gpu_resources(gpus: int, request: str = "gpus") -> dict[str, int | str]:
+    """The resources of a rule that trains on ``gpus`` GPUs, for every executor at once.
+
+    ``gpu`` is Snakemake's portable resource: the Slurm plugin turns it into ``--gpus=N`` and the
+    local profile caps it at one GPU job at a time. Sites whose Slurm wants ``--gres=gpu:N``
+    instead choose ``request="gres"`` (the plugin refuses both at once). LSF's plugin knows no
+    GPUs, so ``lsf_extra`` carries ``-gpu num=N``; other executors ignore resources they do not
+    know. No GPU asked for: ``gpu=0`` alone, so a CPU training is an ordinary CPU job.
+    """
+    if request not in GPU_REQUESTS:
+        raise ValueError(f"cluster.gpu_request must be one of {GPU_REQUESTS}, got {request!r}")
+    gpus = int(gpus)
+    if gpus <= 0:
+        return {"gpu": 0}
+    request_key = {"gpu": gpus} if request == "gpus" else {"gres": f"gpu:{gpus}"}
+    return {**request_key, "lsf_extra": f"-gpu num={gpus}"}
