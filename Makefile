@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine (see README):
 #   make run    — install into .venv and run the whole default study with all cores
 #   make test   — install into .venv (with the test extra) and run the test suite
+# and, for the cluster path (root; installs and starts a single-node Slurm from Debian's packages):
+#   make test-slurm — the workflow through sbatch with the slurm profile, and preemption
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,7 @@ PYTEST_ARGS ?=
 # the default index would serve the (much larger) CUDA build.
 TORCH_PIP_ARGS ?=
 
-.PHONY: run test install install-test lint format dryrun clean
+.PHONY: run test test-slurm slurm install install-test lint format dryrun clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +35,15 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/snakemake --cores $(CORES) --profile $(PROFILE)
 
+# Tests marked slurm need a running Slurm: `make test-slurm` (CI runs both).
 test: install-test
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slurm" $(PYTEST_ARGS)
+
+slurm:
+	bash tests/cluster/start_slurm.sh
+
+test-slurm: install-test slurm
+	$(BIN)/pytest -m slurm tests/cluster $(PYTEST_ARGS)
 
 dryrun: install
 	$(BIN)/snakemake -n --cores $(CORES) --profile $(PROFILE)

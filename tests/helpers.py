@@ -21,20 +21,27 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def snakemake_command(workdir: Path) -> list[str]:
+    """``snakemake`` on the repository's workflow, in ``workdir`` with its config.yaml."""
+    return [
+        SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "2",
+    ]  # fmt: skip
+
+
+def snakemake_env(env: dict | None = None) -> dict[str, str]:
+    """This environment, the venv's ``bin`` first on PATH, plus ``env``."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+
+
 def snakemake(
     workdir: Path, *args: str, check: bool = True, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run the repository's workflow with ``workdir`` as working directory and its config.yaml."""
-    command = [
-        SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args,
-    ]  # fmt: skip
-    full_env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        **(env or {}),
-    }
-    result = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=workdir)
+    command = [*snakemake_command(workdir), *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=snakemake_env(env), cwd=workdir
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -45,7 +52,11 @@ def snakemake(
 def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str, int]:
     """Rule → number of jobs a dry run would execute (empty when there is nothing to do)."""
     result = snakemake(workdir, "--dry-run", *args, env=env)
-    text = result.stdout + result.stderr
+    return job_counts(result.stdout + result.stderr)
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Rule → number of jobs in a dry run's "Job stats" table (empty when nothing is to be done)."""
     counts: dict[str, int] = {}
     table = re.search(r"Job stats:\n(.*?)\n\n", text, flags=re.S)
     if table is None:

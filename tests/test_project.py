@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from latentmech.cli import STUDIES, main
-from tests.helpers import BIN, REPO, planned_jobs, snakemake, tiny_synthetic_config, write_config
+from tests.helpers import BIN, REPO, snakemake, tiny_synthetic_config, write_config
 
 
 def _pins() -> dict[str, str]:
@@ -112,34 +112,6 @@ def test_ruff_is_clean() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout
-
-
-def _fake_lsf(bin_dir: Path) -> None:
-    """The LSF plugin refuses to start without LSF's commands; dry runs only need them to exist."""
-    bin_dir.mkdir()
-    for tool in ("bsub", "bjobs", "bkill", "badmin", "lsid", "lsclusters", "bqueues"):
-        script = bin_dir / tool
-        script.write_text("#!/bin/sh\necho 'fake LSF 10.1'\nexit 0\n")
-        script.chmod(0o755)
-
-
-@pytest.mark.parametrize("profile", ["local", "slurm", "lsf"])
-def test_profiles_pass_a_dry_run(tmp_path: Path, profile: str) -> None:
-    write_config(tmp_path / "config.yaml", tiny_synthetic_config())
-    env = {}
-    if profile == "lsf":
-        _fake_lsf(tmp_path / "fakebin")
-        env["PATH"] = f"{tmp_path / 'fakebin'}:{BIN}:/usr/bin:/bin"
-    jobs = planned_jobs(
-        tmp_path, "--profile", str(REPO / "workflow" / "profiles" / profile), env=env
-    )
-    assert jobs["dic_synthesize"] == 8 + 2  # 2 materials × 2 specimens × 2 steps + extension
-    assert jobs["dic_windows"] == 1
-    if profile != "local":  # cluster profiles send per-sample jobs 20 samples to a job
-        result = snakemake(tmp_path, "--dry-run", "--profile",
-                           str(REPO / "workflow" / "profiles" / profile), env=env)  # fmt: skip
-        assert "Group job dic_per_sample" in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
 
 
 def test_top_level_layout() -> None:

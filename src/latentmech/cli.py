@@ -12,6 +12,8 @@ import importlib
 import inspect
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -183,12 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_job(study: str, stage: str) -> None:
+    """One line saying where the stage runs: on a cluster, what the scheduler gave the job."""
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("LSB_JOBID") or "-"
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES") or "<none>"
+    logging.getLogger("latentmech").info(
+        "latentmech %s %s %s on %s, scheduler job %s, CUDA_VISIBLE_DEVICES=%s",
+        __version__, study, stage, socket.gethostname(), job, gpus,
+    )  # fmt: skip
+
+
 def _run(args: argparse.Namespace) -> None:
     try:
         settings = json.loads(args.settings)
     except json.JSONDecodeError as exc:
         raise InputError("--settings", f"char {exc.pos}", f"not valid JSON: {exc.msg}") from exc
     kwargs = {arg: getattr(args, arg) for arg in args.stage.paths}
+    _log_job(args.study, args.stage.function)
     _stage_function(args.study, args.stage)(**kwargs, settings=settings, code=args.code)
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Start a real single-node Slurm (Debian's slurmctld, slurmd and munge) for the cluster tests.
 #
-# The node has the machine's cores and memory and two fake GPUs (a `gpu` GRES backed by plain
-# files), so `sbatch --gpus=1` is accepted and Slurm sets CUDA_VISIBLE_DEVICES in the job. Two
-# partitions, `cpu` and `gpu`, share the node so the profile's partition routing is exercised.
-# No accounting daemon: the profile's account check is switched off by the test
-# (--slurm-no-account) and job states come from squeue (MinJobAge keeps finished jobs visible).
+# The node has the machine's cores and memory and two fake GPUs (a `gpu` GRES backed by harmless
+# character devices), so `sbatch --gpus=1` is accepted and Slurm sets CUDA_VISIBLE_DEVICES in the
+# job. Two partitions, `cpu` and `gpu`, share the node so the profile's partition routing is
+# exercised. No accounting daemon: the test's copy of the profile drops the account and reads job
+# states from squeue (MinJobAge keeps finished jobs visible for an hour).
 #
 # Needs root (installs packages, writes /etc/slurm, starts daemons). Idempotent: a second call
 # with daemons up only waits for the node. Used by .ci/run; developers can run it by hand.
@@ -21,7 +21,14 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 mkdir -p "$STATE"/{ctld,d,gpu} /etc/slurm /var/log/slurm /run/munge
-touch "$STATE"/gpu/0 "$STATE"/gpu/1
+# slurmd accepts only character or block devices as GPU files: two that do nothing (the minor
+# numbers of /dev/null and /dev/zero), so Slurm binds them and sets CUDA_VISIBLE_DEVICES.
+for i in 0 1; do
+  if [ ! -c "$STATE/gpu/$i" ]; then
+    rm -f "$STATE/gpu/$i"
+    mknod "$STATE/gpu/$i" c 1 $((3 + 2 * i))
+  fi
+done
 
 if [ ! -s /etc/munge/munge.key ]; then
   mkdir -p /etc/munge

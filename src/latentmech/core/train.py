@@ -509,9 +509,8 @@ class Trainer:
     def _fit(self, train: Dataset, validation: Dataset) -> FitResult:
         settings = self.settings
         seed_everything(_rank_seed(settings.seed, self.world.rank), settings.deterministic)
-        if self.world.is_main:  # what the scheduler gave the job, for its log
-            log.info("device %s, world size %d, CUDA_VISIBLE_DEVICES=%s", self.device,
-                     self.world.size, os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))  # fmt: skip
+        if self.world.is_main:
+            log.info("training on %s, world size %d", self.device, self.world.size)
         state = self._resume()
         if self._sharded:
             self._agree_on(state)
