@@ -90,14 +90,16 @@ def submitted_jobs(workdir: Path) -> list[dict[str, str]]:
     """``scontrol show job`` of every job submitted from ``workdir`` (MinJobAge keeps them)."""
     ids = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i"], capture_output=True,
                          text=True, check=True).stdout.split()  # fmt: skip
-    jobs = []
-    for job_id in ids:
-        text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
-                              text=True, check=True).stdout  # fmt: skip
-        fields = dict(re.findall(r"(\w+)=(\S*)", text))
-        if fields.get("WorkDir") == str(workdir):
-            jobs.append(fields)
-    return sorted(jobs, key=lambda job: int(job["JobId"]))
+    jobs = [job_fields(job_id) for job_id in ids]
+    mine = [job for job in jobs if job.get("WorkDir") == str(workdir)]
+    return sorted(mine, key=lambda job: int(job["JobId"]))
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    """``scontrol show job`` of one job as a dict; empty once Slurm has purged the job."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                           text=True)  # fmt: skip
+    return dict(re.findall(r"(\w+)=(\S*)", shown.stdout)) if shown.returncode == 0 else {}
 
 
 def rule_of(job: dict[str, str]) -> str:
@@ -179,11 +181,21 @@ def test_gpu_rules_got_gpus_and_cpu_rules_none(runs: tuple[Path, Path]) -> None:
     assert seen and all(values == {"<none>"} for values in seen.values()), seen
 
 
-def job_fields(job_id: str) -> dict[str, str]:
-    """``scontrol show job`` of one job as a dict."""
-    text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
-                          text=True, check=True).stdout  # fmt: skip
-    return dict(re.findall(r"(\w+)=(\S*)", text))
+def test_the_gres_variant_submits_gres(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    _, cluster = runs
+    workdir = tmp_path / "gres"
+    shutil.copytree(cluster / "results", workdir / "results")
+    config = gpu_config() | {"cluster": {"gpu_request": "gres"}}
+    write_config(workdir / "config.yaml", config)
+    profile = site_profile(workdir / "profile")
+    target = workdir / "results/dic/vae/intensity_none/model.pt"
+    target.unlink()  # that one training runs again, nothing else
+    snakemake(workdir, "--profile", str(profile), str(target.relative_to(workdir)))
+    (job,) = [j for j in submitted_jobs(workdir) if rule_of(j) == "dic_train_vae"]
+    assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", job
+    assert job["TresPerNode"] == "gres:gpu:1" and "TresPerJob" not in job, job  # --gres=gpu:1
+    log = (workdir / "results/logs/dic_train_vae/intensity_none.log").read_text()
+    assert re.search(r"CUDA_VISIBLE_DEVICES=[01]\n", log), log
 
 
 def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
