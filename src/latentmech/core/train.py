@@ -34,7 +34,9 @@ Data parallelism: started by ``torchrun`` with ``WORLD_SIZE`` > 1 (see
   ~1e-7) as long as the loss draws no random numbers. Losses that do (dropout, augmentation, a
   VAE's sampling) draw per rank: rank 0 from the single-process stream, rank r > 0 from a stream
   derived from ``(seed, r)``, so shards get independent draws (statistically, not bitwise, the
-  single-process run). Batch statistics (BatchNorm) would be per shard; no model here uses them.
+  single-process run). Batch statistics (BatchNorm, used by the VE study's 3D VAE) are per
+  shard, as plain DDP has them; ``sync_batchnorm`` converts them to SyncBatchNorm on CUDA
+  (torch supports it there only), so every rank normalises with the global batch's statistics.
   A mid-epoch resume skips the global batches already done, as single-process.
 * ``loss_fn`` gets the DDP wrapper while training (call it like the module, once per step;
   ``model.training`` works, the module's own methods are at ``model.module``) and the plain
@@ -107,6 +109,7 @@ class TrainSettings:
     patience: int | None = None  # epochs without validation improvement before stopping
     num_workers: int = 0
     log_every: int = 50  # steps between log lines when not on a terminal
+    sync_batchnorm: bool = False  # under DDP on CUDA: BatchNorm statistics over the global batch
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainSettings:
@@ -281,6 +284,8 @@ class Trainer:
         else:
             self.device = resolve_device(settings.device)
         #: the plain module (never the DDP wrapper): its state_dict is what checkpoints hold
+        if self.world.distributed and settings.sync_batchnorm and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self._net: torch.nn.Module = self.model  # what training calls: the DDP wrapper in fit
         self._sharded = False  # True while fit runs data-parallel
