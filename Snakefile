@@ -12,7 +12,13 @@ include: "rules/common.smk"
 include: "rules/dic.smk"
 
 
+if config.get("ve"):
+
+    include: "rules/ve.smk"
+
+
 rule all:
     default_target: True
     input:
         DIC_PLAN.targets(),
+        VE_PLAN.targets() if config.get("ve") else [],

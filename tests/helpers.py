@@ -101,7 +101,37 @@ def tiny_synthetic_config(results: str = "results") -> dict[str, Any]:
     new = dict(dic["extend"]["materials"][0], strain_pct=materials[0]["strain_pct"])
     dic["extend"].update(materials=[new], ramp_steps=5)
     dic["extend"]["train"]["epochs"] = 1
+    config.pop("ve", None)  # the VE study has its own tiny config: tiny_ve_config
     config["results"] = results
+    return config
+
+
+def tiny_ve_config(results: str = "results") -> dict[str, Any]:
+    """The tiny HR-DIC config plus a tiny VE study: 16³ VEs, two datasets, one-epoch models.
+
+    Dataset ``cu`` (cubic): 8/4/4 VEs and two edge cases of 4 VEs (a texture and a grain size);
+    ``mg`` (hexagonal): 8/4/4 VEs whose Taylor responses train the surrogate.
+    """
+    with open(REPO / "config.yaml", encoding="utf-8") as handle:
+        ve = yaml.safe_load(handle)["ve"]
+    ve["cells"] = 16
+    ve["voxel_size"] = 1.0  # the paper's VE at a quarter of its resolution: ~38 grains of ~6 voxels
+    for dataset in ve["datasets"].values():
+        dataset["counts"] = {"train": 8, "val": 4, "test": 4}
+    cu = ve["datasets"]["cu"]
+    cu["edge_count"] = 4
+    cu["edge_cases"] = [
+        {"name": "large_grains", "grains": {"esd_mean": 12.24}},
+        {"name": "brass", "texture": {"name": "brass"}},
+        {"name": "goss", "texture": {"name": "goss"}},
+    ]
+    ve["vae"]["model"] = {"depth": "resnet12", "channels": [4, 4, 8, 8], "hidden": 16,
+                          "latent_dim": 8}  # fmt: skip
+    ve["vae"]["train"].update(epochs=1, batch_size=4, device="cpu")
+    ve["surrogate"]["model"] = {"hidden": 16}
+    ve["surrogate"]["train"].update(epochs=2, batch_size=4, device="cpu")
+    config = tiny_synthetic_config(results)
+    config["ve"] = ve
     return config
 
 

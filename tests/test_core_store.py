@@ -80,3 +80,20 @@ def test_code_digest_follows_content_not_names() -> None:
     )
     with pytest.raises(FileNotFoundError):
         code_digest("core/nonexistent.py")
+
+
+def test_chunks_per_item_and_lazy_reading(tmp_path: Path) -> None:
+    values = np.arange(4 * 3 * 8, dtype=np.float32).reshape(4, 3, 8)
+    ds = xr.Dataset({"v": (("item", "c", "x"), values)}, coords={"item": list("abcd")})
+    path = write_zarr(ds, tmp_path / "s.zarr", chunks={"v": (1, 3, 8)})
+    assert zarr.open_array(path / "v").chunks == (1, 3, 8)
+    lazy = open_zarr(path, load=False)
+    assert not isinstance(lazy["v"].variable._data, np.ndarray)  # not read yet
+    np.testing.assert_array_equal(lazy["v"].isel(item=2).values, values[2])
+    np.testing.assert_array_equal(open_zarr(path)["v"].values, values)
+
+
+def test_read_table_keeps_identifiers_as_text(tmp_path: Path) -> None:
+    path = write_table(pd.DataFrame({"ve": ["001", "010"], "x": [1.5, 2.0]}), tmp_path / "t.csv")
+    assert read_table(path)["ve"].tolist() == [1, 10]
+    assert read_table(path, dtype={"ve": str})["ve"].tolist() == ["001", "010"]

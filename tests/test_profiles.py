@@ -15,11 +15,17 @@ import pytest
 import yaml
 
 from tests.cluster import fake_lsf
-from tests.helpers import REPO, job_counts, snakemake, tiny_synthetic_config, write_config
+from tests.helpers import REPO, job_counts, snakemake, tiny_ve_config, write_config
 
 PROFILES = REPO / "workflow" / "profiles"
-#: Training rule → its config section (GPUs and threads).
-TRAININGS = {"dic_train_vae": "vae", "dic_train_cnn": "cnn", "dic_extend_vae": "extend"}
+#: Training rule → its study and config section (GPUs and threads).
+TRAININGS = {
+    "dic_train_vae": ("dic", "vae"),
+    "dic_train_cnn": ("dic", "cnn"),
+    "dic_extend_vae": ("dic", "extend"),
+    "ve_train_vae": ("ve", "vae"),
+    "ve_train_surrogate": ("ve", "surrogate"),
+}
 #: Resources Snakemake adds on its own (not the profile's or the rule's).
 SNAKEMAKE_OWN = {"tmpdir", "mem", "mem_mib", "disk_mb", "disk", "disk_mib", "_cores", "_nodes"}
 
@@ -53,7 +59,8 @@ def expected_resources(profile: dict, rule: str, config: dict) -> dict[str, str]
     expected.update({k: evaluated(v) for k, v in profile.get("set-resources", {}).get(rule, {})
                      .items()})  # fmt: skip
     if rule in TRAININGS:
-        gpus = config["dic"][TRAININGS[rule]]["gpus"]
+        study, section = TRAININGS[rule]
+        gpus = config[study][section]["gpus"]
         if config.get("cluster", {}).get("gpu_request", "gpus") == "gres":
             expected["gres"] = f"gpu:{gpus}"
         else:
@@ -73,12 +80,12 @@ def profile_dry_run(tmp_path: Path, name: str, config: dict) -> str:
 
 
 def training_config(gpus: int, request: str = "gpus") -> dict:
-    """The tiny study with ``gpus`` GPUs and 2 threads per training."""
-    config = tiny_synthetic_config()
+    """The tiny studies with ``gpus`` GPUs and 2 threads per training."""
+    config = tiny_ve_config()
     config["cluster"] = {"gpu_request": request}
-    for section in TRAININGS.values():
-        config["dic"][section]["gpus"] = gpus
-        config["dic"][section]["threads"] = 2
+    for study, section in TRAININGS.values():
+        config[study][section]["gpus"] = gpus
+        config[study][section]["threads"] = 2
     return config
 
 
@@ -89,6 +96,7 @@ def test_every_jobs_resources_are_the_profiles_and_the_configs(tmp_path: Path, n
     counts = job_counts(text)
     assert counts["dic_synthesize"] == 8 + 2  # 2 materials × 2 specimens × 2 steps + extension
     assert counts["dic_windows"] == 1
+    assert counts["ve_generate"] == 6 + 3  # cu: 3 splits + 3 edge cases; mg: 3 splits
     profile = yaml.safe_load((PROFILES / name / "config.yaml").read_text())
     jobs = dry_run_jobs(text)
     assert len(jobs) == sum(counts.values()) and {j["rule"] for j in jobs} >= set(TRAININGS)
@@ -99,6 +107,7 @@ def test_every_jobs_resources_are_the_profiles_and_the_configs(tmp_path: Path, n
             assert job["threads"] == 2, job
     if name != "local":  # cluster profiles send per-sample jobs 20 samples to a job
         assert "Group job dic_per_sample" in text
+        assert "Group job ve_shards" in text
 
 
 def test_cpu_trainings_ask_for_no_gpu(tmp_path: Path) -> None:

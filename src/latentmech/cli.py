@@ -141,6 +141,70 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
             ),
         },
     ),
+    "ve": (
+        "Volume-element study (paper 001): VEs → fundamental zone → 3D VAE fingerprints → "
+        "crystal-plasticity responses → surrogate",
+        {
+            "generate": Stage("generate", {"shard": "one"}),
+            "ingest": Stage("ingest", {"shard": "one", "files": "many"}),
+            "dataset": Stage("dataset", {"shards": "many", "ves": "one"}),
+            "train-vae": Stage(
+                "train_vae", {"ves": "one", "model": "one", "sidecar": "one", "history": "one"}
+            ),
+            "encode": Stage(
+                "encode",
+                {
+                    "ves": "many",
+                    "model": "one",
+                    "sidecar": "one",
+                    "fingerprints": "one",
+                    "scores": "one",
+                },
+            ),
+            "reconstruction-table": Stage(
+                "reconstruction_table", {"scores": "many", "table": "one"}
+            ),
+            "figure-reconstructions": Stage(
+                "figure_reconstructions",
+                {"ves": "many", "model": "one", "sidecar": "one", "figure": "one"},
+            ),
+            "latent": Stage(
+                "latent",
+                {
+                    "ves": "many",
+                    "model": "one",
+                    "sidecar": "one",
+                    "fingerprints": "one",
+                    "path_figure": "one",
+                    "pca_figure": "one",
+                    "clustering": "one",
+                },
+            ),
+            "responses": Stage("responses", {"ves": "one", "table": "one"}),
+            "train-surrogate": Stage(
+                "train_surrogate",
+                {
+                    "fingerprints": "one",
+                    "responses": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "history": "one",
+                },
+            ),
+            "evaluate-surrogate": Stage(
+                "evaluate_surrogate",
+                {
+                    "fingerprints": "one",
+                    "responses": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "table": "one",
+                    "increments": "one",
+                    "figure": "one",
+                },
+            ),
+        },
+    ),
 }
 
 

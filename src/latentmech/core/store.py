@@ -70,13 +70,23 @@ def _string_coords_to_object(ds: xr.Dataset) -> xr.Dataset:
     )
 
 
-def write_zarr(ds: xr.Dataset, target: str | Path, attrs: Mapping[str, Any] | None = None) -> Path:
-    """Write ``ds`` as a zarr v3 store with consolidated metadata, atomically."""
+def write_zarr(
+    ds: xr.Dataset,
+    target: str | Path,
+    attrs: Mapping[str, Any] | None = None,
+    chunks: Mapping[str, tuple[int, ...]] | None = None,
+) -> Path:
+    """Write ``ds`` as a zarr v3 store with consolidated metadata, atomically.
+
+    ``chunks`` gives some variables their chunk shape (e.g. one item per chunk, so a reader
+    loads single volume elements); the others get zarr's default.
+    """
     ds = _string_coords_to_object(ds)
     if attrs:
         ds = ds.assign_attrs(**attrs)
+    encoding = {name: {"chunks": tuple(shape)} for name, shape in (chunks or {}).items()}
     with atomic_path(target) as tmp:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
         consolidate_zarr(tmp)
     return Path(target)
 
@@ -94,11 +104,17 @@ def consolidate_zarr(path: str | Path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-def open_zarr(path: str | Path) -> xr.Dataset:
-    """Open a store written by :func:`write_zarr`, loaded into memory, with a clear error if absent."""
+def open_zarr(path: str | Path, load: bool = True) -> xr.Dataset:
+    """Open a store written by :func:`write_zarr`, with a clear error if absent.
+
+    ``load`` reads everything into memory (and closes the store); ``load=False`` leaves the data
+    variables on disk, read chunk by chunk as they are indexed (for stores larger than memory).
+    """
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise FileNotFoundError(f"{path}: not a zarr v3 store (no zarr.json)")
+    if not load:
+        return xr.open_zarr(path, consolidated=True, chunks=None)
     with xr.open_zarr(path, consolidated=True) as ds:
         return ds.load()
 
@@ -112,11 +128,14 @@ def write_table(df: pd.DataFrame, target: str | Path) -> Path:
     return target
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV/TSV written by :func:`write_table` (separator from the suffix)."""
+def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV written by :func:`write_table` (separator from the suffix).
+
+    ``dtype`` keeps e.g. identifiers such as ``001`` as text.
+    """
     path = Path(path)
     sep = "\t" if path.suffix == ".tsv" else ","
-    return pd.read_csv(path, sep=sep)
+    return pd.read_csv(path, sep=sep, dtype=dtype)
 
 
 def write_json(obj: Any, target: str | Path) -> Path:
