@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
 import scipy
 from scipy.ndimage import gaussian_filter
+from timing import best_of
 
 from latentmech.dic.prep import PAPER_SETTINGS, STEPS, ModalitySettings, preprocess
 
@@ -69,19 +69,6 @@ def naive_preprocess(
         if s.mask_by is not None:
             out[name][:, ~out[s.mask_by].any(axis=0)] = 0.0
     return out
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Fastest wall time over ``repeats`` calls (after one warm-up) and that call's result."""
-    fn()
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        elapsed = time.perf_counter() - start
-        if elapsed < best:
-            best, result = elapsed, out
-    return best, result
 
 
 def main() -> None:

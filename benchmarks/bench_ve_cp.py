@@ -23,10 +23,9 @@ import argparse
 import logging
 import os
 import platform
-import time
-from collections.abc import Callable
 
 import numpy as np
+from timing import best_of
 
 from latentmech.ve import cp
 
@@ -49,19 +48,6 @@ def synthetic_ves(n: int, grains: int, seed: int = 0) -> np.ndarray:
         angles = np.clip(eulers.as_Euler_angles(), 0.0, [2 * np.pi, np.pi, 2 * np.pi])
         out[i] = rng.permutation(np.repeat(angles, counts, axis=0))
     return out.reshape(n, CELLS, CELLS, CELLS, 3)
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Fastest wall time over ``repeats`` calls (after one warm-up) and that call's result."""
-    fn()
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        elapsed = time.perf_counter() - start
-        if elapsed < best:
-            best, result = elapsed, out
-    return best, result
 
 
 def one_at_a_time(ves: np.ndarray, params: cp.PhenoPowerLaw) -> np.ndarray:

@@ -22,10 +22,9 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import time
-from collections.abc import Callable
 
 import numpy as np
+from timing import best_of
 
 from latentmech.ve.orientation import (
     conjugate_quaternions,
@@ -33,17 +32,6 @@ from latentmech.ve.orientation import (
     reduce_quaternions,
     reduce_to_fundamental_zone,
 )
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Fastest wall time over ``repeats`` calls (after one warm-up) and that call's result."""
-    result = fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def same_rotations(q1: np.ndarray, q2: np.ndarray, atol: float = 1e-9) -> float:

@@ -129,6 +129,18 @@ def test_nothing_to_do_then_only_what_a_change_touches(ve_run: Path) -> None:
     write_config(ve_run / "config.yaml", tiny_ve_config())
 
 
+def sheet_study(tmp_path: Path, rows: list[str]) -> dict:
+    """The tiny study with one cubic dataset ``real`` read from a sheet of ``rows`` (no CP)."""
+    (tmp_path / "ves.tsv").write_text("\n".join(rows) + "\n")
+    config = tiny_ve_config()
+    config["ve"]["datasets"] = {
+        "real": {"lattice": "cubic", "source": "sheet", "sheet": str(tmp_path / "ves.tsv")}
+    }
+    config["ve"]["cp"]["dataset"] = None
+    config["ve"]["latent"]["dataset"] = None
+    return config
+
+
 def sheet_config(tmp_path: Path, real_data: Path) -> dict:
     """A cubic dataset read from a sample sheet: DAMASK's real 16³ example grid and .npy copies."""
     from latentmech.ve import io
@@ -146,14 +158,7 @@ def sheet_config(tmp_path: Path, real_data: Path) -> dict:
         "g5\tshifted.npy\ttest\t\t",
         "g6\tshifted.npy\tedge\tshifted\t",
     ]
-    (tmp_path / "ves.tsv").write_text("\n".join(rows) + "\n")
-    config = tiny_ve_config()
-    config["ve"]["datasets"] = {
-        "real": {"lattice": "cubic", "source": "sheet", "sheet": str(tmp_path / "ves.tsv")}
-    }
-    config["ve"]["cp"]["dataset"] = None
-    config["ve"]["latent"]["dataset"] = None
-    return config
+    return sheet_study(tmp_path, rows)
 
 
 @pytest.mark.realdata
@@ -182,14 +187,7 @@ def test_a_sheet_with_a_wrongly_sized_ve_fails_naming_it(tmp_path: Path) -> None
         np.save(tmp_path / f"{name}.npy", np.zeros((16, 16, 16, 3)))
     rows = ["name\tpath\tsplit", "a\ta.npy\ttrain", "s\tsmall.npy\ttrain", "b\tb.npy\tval",
             "c\tc.npy\ttest", "d\tc.npy\ttest"]  # fmt: skip
-    (tmp_path / "ves.tsv").write_text("\n".join(rows) + "\n")
-    config = tiny_ve_config()
-    config["ve"]["datasets"] = {
-        "real": {"lattice": "cubic", "source": "sheet", "sheet": str(tmp_path / "ves.tsv")}
-    }
-    config["ve"]["cp"]["dataset"] = None
-    config["ve"]["latent"]["dataset"] = None
-    write_config(tmp_path / "config.yaml", config)
+    write_config(tmp_path / "config.yaml", sheet_study(tmp_path, rows))
     result = snakemake(tmp_path, "results/ve/real/ves.zarr", check=False)
     assert result.returncode != 0
     log = (tmp_path / "results" / "logs" / "ve_ingest" / "real_train_0.log").read_text()

@@ -198,12 +198,6 @@ def _check_shape(part: xr.Dataset, source: Path, first: xr.Dataset, first_source
                          f"{expected} in {first_source}")  # fmt: skip
 
 
-def _open_ves(stores: Sequence[Path]) -> xr.Dataset:
-    """The dataset's stores (splits, then edge cases) as one dataset along ``ve``."""
-    parts = [open_zarr(path) for path in stores]
-    return parts[0] if len(parts) == 1 else xr.concat(parts, dim="ve")
-
-
 # ---------------------------------------------------------------------------------------------
 # 3D VAE
 
