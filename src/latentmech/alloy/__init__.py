@@ -1,0 +1,1 @@
+"""Alloy study: LAMMPS dumps → block fields → AlloyVAE, self-checked sampling, inverse design."""
