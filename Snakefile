@@ -17,8 +17,14 @@ if config.get("ve"):
     include: "rules/ve.smk"
 
 
+if config.get("alloy"):
+
+    include: "rules/alloy.smk"
+
+
 rule all:
     default_target: True
     input:
         DIC_PLAN.targets(),
         VE_PLAN.targets() if config.get("ve") else [],
+        ALLOY_PLAN.targets() if config.get("alloy") else [],

@@ -102,6 +102,7 @@ def tiny_synthetic_config(results: str = "results") -> dict[str, Any]:
     dic["extend"].update(materials=[new], ramp_steps=5)
     dic["extend"]["train"]["epochs"] = 1
     config.pop("ve", None)  # the VE study has its own tiny config: tiny_ve_config
+    config.pop("alloy", None)  # and the alloy study too: tiny_alloy_config
     config["results"] = results
     return config
 
@@ -132,6 +133,41 @@ def tiny_ve_config(results: str = "results") -> dict[str, Any]:
     ve["surrogate"]["train"].update(epochs=2, batch_size=4, device="cpu")
     config = tiny_synthetic_config(results)
     config["ve"] = ve
+    return config
+
+
+def tiny_alloy_section() -> dict[str, Any]:
+    """A tiny alloy study: 5 LAMMPS cells of 4³ unit cells (256 atoms), 2³ blocks, tiny models.
+
+    Four random cells and one MD/MC anneal; 3/1/1 cells for train/val/test; two-epoch AlloyVAE.
+    """
+    with open(REPO / "config.yaml", encoding="utf-8") as handle:
+        alloy = yaml.safe_load(handle)["alloy"]
+    alloy["samples"] = {"random": 4, "annealed": {"temperatures": [900], "each": 1}, "seed": 1}
+    alloy["md"].update(cells=[4, 4, 4], md_steps=20, quench_steps=5)
+    alloy["blocks"]["r"] = 2
+    alloy["split"] = {"test_fraction": 0.2, "val_fraction": 0.2, "seed": 0}
+    alloy["cvae"]["model"] = {"encoder_channels": [4, 4, 4], "feature_width": 4,
+                              "condition_widths": [2, 2], "condition_dim": 8,
+                              "moment_widths": [2], "latent_dim": 4, "smoother_channels": 4,
+                              "smoother_widths": [2], "decoder_widths": [4, 4, 4, 4]}  # fmt: skip
+    alloy["cvae"]["train"].update(epochs=2, batch_size=3, device="cpu")
+    alloy["sampling"].update(n_max=20, k=0.5)
+    alloy["design"].update(candidates=8, iterations=3, isomap_neighbors=3)
+    return alloy
+
+
+def tiny_alloy_config(results: str = "results") -> dict[str, Any]:
+    """The tiny HR-DIC config plus the tiny alloy study (no VE study)."""
+    config = tiny_synthetic_config(results)
+    config["alloy"] = tiny_alloy_section()
+    return config
+
+
+def tiny_study_config(results: str = "results") -> dict[str, Any]:
+    """Every study at its tiny size (for dry runs and lint over all rules)."""
+    config = tiny_ve_config(results)
+    config["alloy"] = tiny_alloy_section()
     return config
 
 

@@ -1,8 +1,9 @@
 """LAMMPS sample generation and block eigenstrain (alloy.md) with real LAMMPS runs (108–256 atoms).
 
 References: LAMMPS's own thermo (pressure tensor, volume), OVITO's reader of the dumps we write,
-the LAMMPS run of the real Li–Sheng–Ma CoCrNi potential in ``lammps_generated_here`` and exact
-answers (a stress-free crystal has zero eigenstrain; a uniformly stretched one 1/1.01 − 1).
+the LAMMPS run of the real Li–Sheng–Ma CoCrNi potential in ``lammps_generated_here``, exact
+answers (a stress-free crystal has zero eigenstrain; a uniformly stretched one 1/1.01 − 1) and,
+for parallel runs (``ranks: 2``, mpiexec), the in-process run of the same sample.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from ovito.io import import_file
 
 from latentmech.alloy import md
 from latentmech.core.errors import InputError
+from tests.helpers import REPO
 
 SMALL = {"cells": [3, 3, 3], "seed": 7}  # 108 atoms: 36 of each element
 PRESSURE_TOLERANCE_BAR = 10.0  # ~1e-3 GPa; the default minimiser tolerances (module docstring)
+STRESS_COMPONENTS = ("pxx", "pyy", "pzz", "pxy", "pxz", "pyz")
 
 
 def _read_dump(path: Path) -> dict[str, np.ndarray]:
@@ -47,6 +50,15 @@ def _fcc(cells: int, a: float) -> tuple[np.ndarray, np.ndarray]:
 def random_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("random")
     settings = md.MDSettings.from_dict(SMALL)
+    result = md.run_sample(settings, folder / "s.dump", folder / "s.log")
+    return {"result": result, "dump": _read_dump(folder / "s.dump"), "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def parallel_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The sample of ``random_run`` made by LAMMPS on 2 MPI ranks (mpiexec, a subprocess)."""
+    folder = tmp_path_factory.mktemp("parallel")
+    settings = md.MDSettings.from_dict(SMALL | {"ranks": 2})
     result = md.run_sample(settings, folder / "s.dump", folder / "s.log")
     return {"result": result, "dump": _read_dump(folder / "s.dump"), "folder": folder}
 
@@ -86,6 +98,13 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
         "Ni": 58.6934, "Xx": 10.0}  # fmt: skip
     settings = md.MDSettings.from_dict(SMALL)
     assert md.MDSettings.from_dict(settings.to_dict()) == settings
+    assert settings.ranks == 1 and md.MDSettings.from_dict({"ranks": 4}).ranks == 4
+
+
+@pytest.mark.parametrize("ranks", [0, -2, 1.5, "2", True])
+def test_ranks_must_be_a_positive_integer(ranks: object) -> None:
+    with pytest.raises(InputError, match=r"md \(ranks\): expected an integer >= 1"):
+        md.MDSettings.from_dict({"ranks": ranks})
 
 
 def test_type_counts_are_exact() -> None:
@@ -116,8 +135,12 @@ def test_random_input_script(tmp_path: Path) -> None:
     dump = lines.index(f"dump out all custom 1 {tmp_path / 'out.dump'} id type x y z "
                        + " ".join(f"c_s[{k}]" for k in range(1, 7)))  # fmt: skip
     assert lines[relax + 2 : dump] == ["unfix relax", "compute s all stress/atom NULL"]
-    assert lines[dump + 1 :] == ["dump_modify out sort id format float %.12g", "run 0",
-                                 "undump out"]  # fmt: skip
+    assert lines[dump + 1 : dump + 4] == ["dump_modify out sort id format float %.12g", "run 0",
+                                          "undump out"]  # fmt: skip
+    assert lines[dump + 5 : dump + 8] == [f"group latentmech_type_{t} type {t}" for t in (1, 2, 3)]
+    result = lines[-1]
+    assert result.startswith('print "LATENTMECH_RESULT pe $(pe:%.17g) pxx $(pxx:%.17g)')
+    assert "type_3 $(count(latentmech_type_3)) swap_attempts $(v_swap_attempts:%.17g)" in result
     other_seed = md.lammps_input(md.MDSettings.from_dict({"cells": [4, 5, 6], "seed": 4}), "x")
     assert [line for line in other_seed.splitlines() if "type/subset" in line] != [
         " ".join(s) for s in subsets]  # fmt: skip
@@ -141,6 +164,35 @@ def test_anneal_input_script() -> None:
     quench = lines.index("fix md all npt temp 900 1 0.25 aniso 0.0 0.0 2.5")
     assert lines[quench + 1 : quench + 4] == ["run 30", "unfix md", "velocity all set 0.0 0.0 0.0"]
     assert quench < lines.index("fix relax all box/relax x 0.0 y 0.0 z 0.0 couple none vmax 0.001")
+
+
+def test_parallel_scripts_split_the_initial_configuration(tmp_path: Path) -> None:
+    """ranks > 1: the lattice and exact types are made on one rank and read by the MPI run."""
+    settings = md.MDSettings.from_dict({"cells": [4, 5, 6], "seed": 3, "ranks": 2})
+    serial = md.lammps_input(settings, "out.dump").splitlines()
+    parallel = md.lammps_input(settings, "out.dump", initial_data=tmp_path / "a.data").splitlines()
+    initial = md.initial_data_input(settings, tmp_path / "a.data").splitlines()
+    creation = serial[serial.index("lattice fcc 3.56 origin 0.25 0.25 0.25") :
+                      serial.index("mass 1 58.6934")]  # fmt: skip
+    assert creation[-2:] == ["set type 1 type/subset 2 160 " + creation[-2].split()[-1],
+                             "set type 1 type/subset 3 160 " + creation[-1].split()[-1]]  # fmt: skip
+    assert initial[1:] == [*serial[1:5], *creation, "mass 1 58.6934", "mass 2 58.933194",
+                           "mass 3 51.9961", f"write_data {tmp_path / 'a.data'} nocoeff nofix"]  # fmt: skip
+    read = parallel.index(f"read_data {tmp_path / 'a.data'}")
+    assert parallel[5] == creation[0] and read == 7
+    assert not any("create_atoms" in line or "type/subset" in line for line in parallel)
+    assert parallel[read + 1 :] == serial[5 + len(creation) :]
+
+
+def test_parallel_run_without_mpiexec_is_an_input_error(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch.setattr(md.sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setattr(md.sys, "prefix", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    settings = md.MDSettings.from_dict(SMALL | {"ranks": 2})
+    with pytest.raises(InputError, match=r"md \(ranks\): md\.ranks = 2 .*'mpiexec'.*md\.ranks: 1"):
+        md.run_sample(settings, tmp_path / "out" / "a.dump", tmp_path / "out" / "a.log")
+    assert not (tmp_path / "out").exists()
 
 
 def test_potential_problems_are_reported_before_running(tmp_path: Path) -> None:
@@ -209,6 +261,51 @@ def test_anneal_swaps_atoms_and_keeps_composition(anneal_run: dict, random_run: 
         assert abs(result[key]) < PRESSURE_TOLERANCE_BAR, (key, result[key])
 
 
+def test_parallel_run_gives_the_same_sample(parallel_run: dict, random_run: dict) -> None:
+    """2 MPI ranks, the same seed: the same atoms and types (the initial configuration is made on
+    one rank); the relaxation differs only in summation order, so energy, box and stresses agree
+    to rounding (measured: 3e-16 relative energy, 5e-8 bar, 1e-11 Å, i.e. the dump's 12 digits;
+    the tolerances leave ~1000× for a minimiser path that diverges by rounding)."""
+    parallel, serial = parallel_run["result"], random_run["result"]
+    assert parallel["natoms"] == 108 and parallel["type_counts"] == {"Ni": 36, "Co": 36, "Cr": 36}
+    assert "2 MPI tasks" in (parallel_run["folder"] / "s.log").read_text()
+    np.testing.assert_array_equal(parallel_run["dump"]["types"], random_run["dump"]["types"])
+    np.testing.assert_array_equal(parallel_run["dump"]["ids"], random_run["dump"]["ids"])
+    np.testing.assert_allclose(parallel_run["dump"]["positions"], random_run["dump"]["positions"],
+                               rtol=0, atol=1e-6)  # fmt: skip
+    assert parallel["pe_per_atom"] == pytest.approx(serial["pe_per_atom"], rel=1e-12, abs=0)
+    for key in ("vol", "lx", "ly", "lz"):
+        assert parallel[key] == pytest.approx(serial[key], rel=1e-10, abs=0), key
+    for key in STRESS_COMPONENTS:
+        assert parallel[key] == pytest.approx(serial[key], rel=0, abs=1e-5), key
+    for key in ("pxx", "pyy", "pzz"):
+        assert abs(parallel[key]) < PRESSURE_TOLERANCE_BAR, (key, parallel[key])
+    assert parallel["swap_attempts"] == 0 and set(parallel) == set(serial)
+    assert sorted(p.name for p in parallel_run["folder"].iterdir()) == ["s.dump", "s.log"]
+
+
+def test_parallel_dump_stress_sums_to_thermo_pressure(parallel_run: dict) -> None:
+    result, dump = parallel_run["result"], parallel_run["dump"]
+    from_atoms = dump["stress"].sum(axis=0) / dump["volume"] * 1e-4
+    thermo = -np.array([result[k] for k in STRESS_COMPONENTS]) * 1e-4
+    np.testing.assert_allclose(from_atoms, thermo, atol=1e-7)
+    assert np.abs(thermo[3:]).max() > 1e-3
+    assert dump["volume"] == pytest.approx(result["vol"], rel=1e-9)
+
+
+def test_parallel_anneal_swaps_and_keeps_composition(tmp_path: Path) -> None:
+    """MD/MC on 2 ranks: the swap counters reach the result; composition stays exact."""
+    settings = md.MDSettings.from_dict(SMALL | {"anneal_temperature": 1000.0, "md_steps": 40,
+                                                "ranks": 2})  # fmt: skip
+    result = md.run_sample(settings, tmp_path / "a.dump", tmp_path / "a.log")
+    assert result["swap_attempts"] == 2 * 3 * md.swap_attempts_per_pair(settings) == 24
+    assert 0 < result["swap_accepted"] <= result["swap_attempts"]
+    assert result["type_counts"] == {"Ni": 36, "Co": 36, "Cr": 36}
+    assert np.bincount(_read_dump(tmp_path / "a.dump")["types"]).tolist() == [0, 36, 36, 36]
+    for key in ("pxx", "pyy", "pzz"):
+        assert abs(result[key]) < PRESSURE_TOLERANCE_BAR, (key, result[key])
+
+
 @pytest.mark.realdata
 def test_li_sheng_ma_eam_potential(real_data: Path, tmp_path: Path) -> None:
     """The real CoCrNi eam/alloy file: lattice constant and energy as LAMMPS found with it."""
@@ -218,9 +315,7 @@ def test_li_sheng_ma_eam_potential(real_data: Path, tmp_path: Path) -> None:
     row = re.search(r"^\s+204\s+(-\d+\.\d+)\s+.*\s(\d+\.\d+)\s*$", log, flags=re.MULTILINE)
     assert row is not None
     reference_energy, reference_a = float(row.group(1)) / 4000, float(row.group(2)) / 10
-    potential = {"style": "eam/alloy",
-                 "file": str(real_data / "lammps_potentials" / "CoCrNi.lammps.eam")}  # fmt: skip
-    settings = md.MDSettings.from_dict(SMALL | {"potential": potential})
+    settings = md.MDSettings.from_dict(SMALL | {"potential": _paper_potential(real_data)})
     assert "pair_style eam/alloy" in md.lammps_input(settings, "x")
     result = md.run_sample(settings, tmp_path / "eam.dump", tmp_path / "eam.log")
     a = (result["vol"] / 27) ** (1 / 3)
@@ -230,16 +325,49 @@ def test_li_sheng_ma_eam_potential(real_data: Path, tmp_path: Path) -> None:
     assert result["type_counts"] == {"Ni": 36, "Co": 36, "Cr": 36}
 
 
-def test_failing_run_raises_with_log_and_leaves_no_dump(tmp_path: Path) -> None:
+def _paper_potential(real_data: Path) -> dict:
+    """``alloy.md.potential`` of ``workflow/presets/paper.yaml``, with the real setfl file."""
+    import yaml
+
+    preset = REPO / "workflow" / "presets" / "paper.yaml"
+    potential = dict(yaml.safe_load(preset.read_text())["alloy"]["md"]["potential"])
+    assert potential["style"] == "eam/alloy" and potential["file_elements"] == ["Ni", "Co", "Cr"]
+    return potential | {"file": str(real_data / "lammps_potentials/CoCrNi.lammps.eam")}
+
+
+@pytest.mark.realdata
+def test_paper_potential_anneals_in_parallel(real_data: Path, tmp_path: Path) -> None:
+    """The paper preset's potential, hybrid MD/MC at 800 K on 256 atoms and 2 MPI ranks."""
+    settings = md.MDSettings.from_dict({"cells": [4, 4, 4], "seed": 11, "ranks": 2,
+                                        "anneal_temperature": 800.0, "md_steps": 40,
+                                        "potential": _paper_potential(real_data)})  # fmt: skip
+    setfl = real_data / "lammps_potentials" / "CoCrNi.lammps.eam"
+    assert f"pair_coeff * * {setfl} Ni Co Cr" in md.lammps_input(settings, "x").splitlines()
+    result = md.run_sample(settings, tmp_path / "s.dump", tmp_path / "s.log")
+    counts = {"Ni": 86, "Co": 85, "Cr": 85}
+    assert result["natoms"] == 256 and result["type_counts"] == counts
+    assert np.bincount(_read_dump(tmp_path / "s.dump")["types"]).tolist() == [0, 86, 85, 85]
+    assert result["swap_attempts"] == 2 * 3 * 11  # two MC cycles of 3 pairs × 11 attempts
+    assert 0 < result["swap_accepted"] < result["swap_attempts"]
+    for key in ("pxx", "pyy", "pzz"):
+        assert abs(result[key]) < PRESSURE_TOLERANCE_BAR, (key, result[key])
+    assert 3.55 < (result["vol"] / 64) ** (1 / 3) < 3.57
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_failing_run_raises_with_log_and_leaves_no_dump(tmp_path: Path, ranks: int) -> None:
     garbage = tmp_path / "garbage.eam"
     garbage.write_text("comment\ncomment\ncomment\n3 Ni Co Cr\nthis is not a potential\n")
-    settings = md.MDSettings.from_dict(SMALL | {"potential": {"style": "eam/alloy",
-                                                              "file": str(garbage)}})  # fmt: skip
+    settings = md.MDSettings.from_dict(SMALL | {"ranks": ranks, "potential": {
+        "style": "eam/alloy", "file": str(garbage)}})  # fmt: skip
     out = tmp_path / "out"
     with pytest.raises(md.LammpsError) as error:
         md.run_sample(settings, out / "bad.dump", out / "bad.log")
     message = str(error.value)
     assert "ERROR" in message and "last lines of" in message and "pair_coeff" in message
+    assert "Not a valid integer number: 'this'" in message  # LAMMPS's own reason
+    if ranks > 1:
+        assert "2 MPI ranks, exit code 1" in message and "MPI_Abort" in message
     assert sorted(p.name for p in out.iterdir()) == ["bad.log"]  # no dump, no temporary
 
 

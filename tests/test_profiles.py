@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.cluster import fake_lsf
-from tests.helpers import REPO, job_counts, snakemake, tiny_ve_config, write_config
+from tests.helpers import REPO, job_counts, snakemake, tiny_study_config, write_config
 
 PROFILES = REPO / "workflow" / "profiles"
 #: Training rule → its study and config section (GPUs and threads).
@@ -25,6 +25,7 @@ TRAININGS = {
     "dic_extend_vae": ("dic", "extend"),
     "ve_train_vae": ("ve", "vae"),
     "ve_train_surrogate": ("ve", "surrogate"),
+    "alloy_train_cvae": ("alloy", "cvae"),
 }
 #: Resources Snakemake adds on its own (not the profile's or the rule's).
 SNAKEMAKE_OWN = {"tmpdir", "mem", "mem_mib", "disk_mb", "disk", "disk_mib", "_cores", "_nodes"}
@@ -81,7 +82,7 @@ def profile_dry_run(tmp_path: Path, name: str, config: dict) -> str:
 
 def training_config(gpus: int, request: str = "gpus") -> dict:
     """The tiny studies with ``gpus`` GPUs and 2 threads per training."""
-    config = tiny_ve_config()
+    config = tiny_study_config()
     config["cluster"] = {"gpu_request": request}
     for study, section in TRAININGS.values():
         config[study][section]["gpus"] = gpus
@@ -97,6 +98,7 @@ def test_every_jobs_resources_are_the_profiles_and_the_configs(tmp_path: Path, n
     assert counts["dic_synthesize"] == 8 + 2  # 2 materials × 2 specimens × 2 steps + extension
     assert counts["dic_windows"] == 1
     assert counts["ve_generate"] == 6 + 3  # cu: 3 splits + 3 edge cases; mg: 3 splits
+    assert counts["alloy_md"] == 5 and counts["alloy_fields"] == 5
     profile = yaml.safe_load((PROFILES / name / "config.yaml").read_text())
     jobs = dry_run_jobs(text)
     assert len(jobs) == sum(counts.values()) and {j["rule"] for j in jobs} >= set(TRAININGS)
@@ -108,6 +110,7 @@ def test_every_jobs_resources_are_the_profiles_and_the_configs(tmp_path: Path, n
     if name != "local":  # cluster profiles send per-sample jobs 20 samples to a job
         assert "Group job dic_per_sample" in text
         assert "Group job ve_shards" in text
+        assert "Group job alloy_per_sample" in text
 
 
 def test_cpu_trainings_ask_for_no_gpu(tmp_path: Path) -> None:

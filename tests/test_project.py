@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from latentmech.cli import STUDIES, main
-from tests.helpers import BIN, REPO, snakemake, tiny_synthetic_config, tiny_ve_config, write_config
+from tests.helpers import (
+    BIN,
+    REPO,
+    snakemake,
+    tiny_study_config,
+    tiny_synthetic_config,
+    write_config,
+)
 
 
 def _pins() -> dict[str, str]:
@@ -98,7 +105,7 @@ def test_snakefmt_is_clean() -> None:
 
 
 def test_snakemake_lint_is_clean(tmp_path: Path) -> None:
-    write_config(tmp_path / "config.yaml", tiny_ve_config())  # every study's rules
+    write_config(tmp_path / "config.yaml", tiny_study_config())  # every study's rules
     result = snakemake(tmp_path, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr, result.stdout + result.stderr

@@ -141,6 +141,54 @@ STUDIES: dict[str, tuple[str, dict[str, Stage]]] = {
             ),
         },
     ),
+    "alloy": (
+        "Alloy study (paper 003): LAMMPS dumps → block fields → AlloyVAE → self-checked "
+        "predictions and inverse design",
+        {
+            "md": Stage("md", {"dump": "one", "lammps_log": "one"}),
+            "fields": Stage("fields", {"dump": "one", "fields": "one"}),
+            "dataset": Stage("dataset", {"fields": "many", "dataset": "one", "scalers": "one"}),
+            "train-cvae": Stage(
+                "train_cvae",
+                {"dataset": "one", "model": "one", "sidecar": "one", "history": "one"},
+            ),
+            "evaluate": Stage(
+                "evaluate",
+                {
+                    "dataset": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "table": "one",
+                    "reconstruction": "one",
+                    "conditions": "one",
+                },
+            ),
+            "sample": Stage(
+                "sample",
+                {
+                    "dataset": "one",
+                    "model": "one",
+                    "sidecar": "one",
+                    "predictions": "one",
+                    "table": "one",
+                    "figure": "one",
+                },
+            ),
+            "design": Stage(
+                "design", {"dataset": "one", "model": "one", "sidecar": "one", "design": "one"}
+            ),
+            "design-summary": Stage(
+                "design_summary",
+                {
+                    "dataset": "one",
+                    "designs": "many",
+                    "table": "one",
+                    "clusters": "one",
+                    "figure": "one",
+                },
+            ),
+        },
+    ),
     "ve": (
         "Volume-element study (paper 001): VEs → fundamental zone → 3D VAE fingerprints → "
         "crystal-plasticity responses → surrogate",

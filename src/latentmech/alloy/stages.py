@@ -1,0 +1,705 @@
+"""One function per Snakemake rule of the alloy study: read inputs, call modules, write.
+
+``rules/alloy.smk`` rule ``alloy_<name>`` ↔ function ``<name>`` here ↔ ``latentmech alloy
+<name>``. Each takes paths and a ``settings`` mapping (the rule's ``params``) and writes its
+outputs atomically; the modules below (dump, md, blocks, cvae, sampling, design) only compute.
+
+Stores: ``fields/{sample}.zarr`` holds one sample's block fields in physical units
+(``concentration (element, x, y, z)`` atom fractions, ``wc (pair, x, y, z)`` block-mean
+Warren–Cowley parameters, ``stress (component, x, y, z)`` GPa, optionally ``eigenstrain (x, y,
+z)``); ``fields.zarr`` stacks every sample along ``sample`` with its split, and carries the
+min–max scalers fitted on the training samples (attrs ``scalers``, also ``scalers.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from latentmech.core.errors import InputError
+from latentmech.core.store import (
+    atomic_path,
+    open_zarr,
+    provenance,
+    write_json,
+    write_table,
+    write_zarr,
+)
+
+Settings = Mapping[str, Any]
+COMPONENTS = ("xx", "yy", "zz", "xy", "xz", "yz")
+#: Dataset fields a model can take as condition or target, and their channel dimension.
+FIELD_DIMS = {"concentration": "element", "wc": "pair", "stress": "component",
+              "eigenstrain": "strain"}  # fmt: skip
+
+
+def _pairs(elements: Sequence[str]) -> list[str]:
+    return [f"{a}-{b}" for a in elements for b in elements]
+
+
+# -- atomistic data -----------------------------------------------------------------------------
+
+
+def md(dump: Path, lammps_log: Path, settings: Settings, code: str = "") -> None:
+    """One LAMMPS sample: random or MD/MC-annealed cell, relaxed, per-atom stress dumped."""
+    from latentmech.alloy import md as molecular
+
+    config = molecular.MDSettings.from_dict(settings["md"])
+    molecular.run_sample(config, Path(dump), Path(lammps_log))
+
+
+def _snapshot(dump: Path, settings: Settings) -> Any:
+    from latentmech.alloy.dump import read_dump
+
+    index = settings.get("snapshot")
+    snapshots = read_dump(dump, snapshot=None if index is None else int(index),
+                          stress=settings.get("stress") or "auto", require_stress=True)  # fmt: skip
+    return snapshots[-1]
+
+
+def fields(dump: Path, fields: Path, settings: Settings, code: str = "") -> None:
+    """Block fields of one sample (section 4.1.1): concentrations, Warren–Cowley, stress (GPa)."""
+    from latentmech.alloy import blocks
+
+    elements = list(settings["elements"])
+    snap = _snapshot(Path(dump), settings)
+    bad = (snap.types < 1) | (snap.types > len(elements))
+    if bad.any():
+        raise InputError(dump, f"snapshot at timestep {snap.timestep}, column type",
+                         f"atom types 1..{len(elements)} (alloy.elements {elements}); found "
+                         f"{sorted(set(snap.types[bad].tolist()))[:10]}")  # fmt: skip
+    grid = settings["blocks"]
+    try:
+        out = blocks.block_fields(snap.positions, snap.types, snap.stress, snap.box.matrix,
+                                  snap.box.origin, blocks=grid["r"], n_types=len(elements),
+                                  cutoff=grid["cutoff"], reference=grid["reference"],
+                                  max_bad_fraction=grid["max_bad_fraction"])  # fmt: skip
+    except blocks.BlockError as error:
+        raise InputError(dump, f"snapshot at timestep {snap.timestep}", str(error)) from None
+    r = int(grid["r"])
+    coords = {"element": elements, "pair": _pairs(elements), "component": list(COMPONENTS),
+              "x": np.arange(r), "y": np.arange(r), "z": np.arange(r)}  # fmt: skip
+    data = {
+        "concentration": (("element", "x", "y", "z"), out["concentration"]),
+        "wc": (("pair", "x", "y", "z"), out["wc"]),
+        "stress": (("component", "x", "y", "z"), out["stress"]),
+        "atoms": (("x", "y", "z"), out["atoms"]),
+    }
+    if settings["eigenstrain"]:
+        from latentmech.alloy import md as molecular
+
+        config = molecular.MDSettings.from_dict(settings["md"])
+        strain = molecular.block_eigenstrain(snap.positions, snap.types, snap.box.matrix,
+                                             snap.box.origin, r, config)  # fmt: skip
+        data["eigenstrain"] = (("strain", "x", "y", "z"), np.asarray(strain)[None])
+        coords["strain"] = ["volumetric"]
+    ds = xr.Dataset(data, coords=coords)
+    ds["stress"].attrs["units"] = "GPa"
+    ds["concentration"].attrs["units"] = "atom fraction"
+    attrs = provenance("alloy_fields", settings, code) | {
+        "sample": settings["sample"], "dump": str(dump), "timestep": int(snap.timestep),
+        "atoms": int(snap.types.size), "volume_A3": float(snap.box.volume),
+    }  # fmt: skip
+    write_zarr(ds, fields, attrs=attrs)
+
+
+# -- dataset -------------------------------------------------------------------------------------
+
+
+def dataset(fields: Sequence[Path], dataset: Path, scalers: Path, settings: Settings,
+            code: str = "") -> None:  # fmt: skip
+    """Every sample's fields stacked, with the split and min–max scalers fitted on training data."""
+    from latentmech.alloy.cvae import MinMax
+
+    parts = [open_zarr(p) for p in fields]
+    first = parts[0]
+    for path, part in zip(fields, parts, strict=True):
+        if set(part.data_vars) != set(first.data_vars) or part.sizes != first.sizes:
+            raise InputError(path, "fields", f"the same fields and block grid as {fields[0]}: "
+                             f"{dict(part.sizes)} vs {dict(first.sizes)}")  # fmt: skip
+    stacked = xr.concat(parts, dim="sample", coords="minimal", compat="override",
+                        combine_attrs="drop")  # fmt: skip
+    stacked = stacked.assign_coords(sample=list(settings["samples"]),
+                                    split=("sample", list(settings["split"])))  # fmt: skip
+    train = np.asarray(stacked["split"]) == "train"
+    fitted = {name: MinMax.fit(np.asarray(stacked[name])[train], axis=1).to_dict()
+              for name in FIELD_DIMS if name in stacked}  # fmt: skip
+    attrs = provenance("alloy_dataset", settings, code) | {"scalers": fitted}
+    write_zarr(stacked, dataset, attrs=attrs)
+    write_json({"scalers": fitted, "fields": sorted(fitted)}, scalers)
+
+
+def _text(values: Any) -> np.ndarray:
+    """Labels as a plain numpy unicode array (zarr v3 hands strings back as StringDType)."""
+    return np.asarray(values).astype(object).astype(str)
+
+
+def _load_dataset(path: Path) -> xr.Dataset:
+    ds = open_zarr(path)
+    labels = {name: (ds[name].dims, _text(ds[name])) for name in ds.coords
+              if np.asarray(ds[name]).dtype.kind not in "iuf"}  # fmt: skip
+    return ds.assign_coords(labels)
+
+
+# -- model inputs --------------------------------------------------------------------------------
+
+
+def _scalers(ds: xr.Dataset) -> dict[str, Any]:
+    from latentmech.alloy.cvae import MinMax
+
+    return {name: MinMax.from_dict(d) for name, d in ds.attrs["scalers"].items()}
+
+
+def _model_field(ds: xr.Dataset, field: str, scalers: Mapping[str, Any],
+                 role: str) -> tuple[np.ndarray, Any]:  # fmt: skip
+    """One dataset field as the model sees it (S, C, r, r, r), min–max scaled, and its scaler.
+
+    As a condition, the concentration field keeps its first n_el − 1 elements: the last is
+    1 − the others (the paper's "2 independent concentration variables").
+    """
+    if field not in ds:
+        raise InputError("config", f"alloy.cvae.fields ({role})",
+                         f"a field of the dataset {sorted(FIELD_DIMS)} that was computed; "
+                         f"{field!r} is not in it (eigenstrain needs alloy.eigenstrain: true)")  # fmt: skip
+    values = np.asarray(ds[field], dtype=np.float64)
+    scaler = scalers[field]
+    if field == "concentration" and role != "target":
+        keep = list(range(values.shape[1] - 1))
+        values, scaler = values[:, keep], scaler.select(keep)
+    scaled = scaler.transform(values, axis=1)
+    if not np.all(np.isfinite(scaled)):
+        raise InputError("fields.zarr", field, "finite values in every block (a block without "
+                         "atoms of some element has undefined Warren–Cowley parameters: use "
+                         "larger blocks or fewer of them)")  # fmt: skip
+    return scaled.astype(np.float32), scaler
+
+
+def _model_inputs(ds: xr.Dataset, fields_config: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Scaled arrays keyed as the model's batches ("target" and the condition names) + scalers."""
+    scalers = _scalers(ds)
+    arrays, used = {}, {}
+    arrays["target"], used["target"] = _model_field(ds, fields_config["target"], scalers,
+                                                    "target")  # fmt: skip
+    for name, field in fields_config["conditions"].items():
+        arrays[name], used[name] = _model_field(ds, field, scalers, name)
+    return arrays, used
+
+
+def _split_mask(ds: xr.Dataset, split: str) -> np.ndarray:
+    return np.asarray(ds["split"]) == split
+
+
+def _subset(arrays: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[mask] for k, v in arrays.items()}
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def train_cvae(dataset: Path, model: Path, sidecar: Path, history: Path, settings: Settings,
+               code: str = "") -> None:  # fmt: skip
+    """Train AlloyVAE (Eq. 2) on the training samples; keep the best-on-validation weights.
+
+    Resumable: the loop's checkpoints live in ``settings["workdir"]`` (keyed by a digest of the
+    settings and code), so a retried or requeued job continues where it stopped.
+    """
+    import shutil
+
+    import torch
+
+    from latentmech.alloy import cvae
+    from latentmech.core.distributed import is_main_process
+    from latentmech.core.train import Trainer, TrainSettings, data_fingerprint, load_checkpoint
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    ds = _load_dataset(dataset)
+    fields_config = settings["fields"]
+    arrays, _ = _model_inputs(ds, fields_config)
+    data = {s: cvae.BlockDataset(_subset(arrays, _split_mask(ds, s))) for s in ("train", "val")}
+    if len(data["train"]) == 0 or len(data["val"]) == 0:
+        raise InputError(dataset, "split", "at least one training and one validation sample")
+    config = _cvae_config(settings["model"], arrays)
+    loss = cvae.CVAELoss(**settings["loss"], roll=bool(settings["augment"]))
+    train_settings = TrainSettings.from_dict(settings["train"])
+    _check_batches(len(data["train"]), train_settings.batch_size, config.batch_norm)
+    torch.manual_seed(train_settings.seed)  # the initial weights follow the seed too
+    trainer = Trainer(cvae.AlloyCVAE(config), loss, train_settings, settings["workdir"],
+                      fingerprint=data_fingerprint(*data["train"].tensors))  # fmt: skip
+    result = trainer.fit(data["train"], data["val"])
+    if not is_main_process():  # under torchrun, rank 0 alone writes the outputs
+        return
+    best = cvae.AlloyCVAE(config)
+    best.load_state_dict(load_checkpoint(result.best_path)["model"])
+    with atomic_path(model) as tmp:
+        torch.save(best.state_dict(), tmp)
+    meta = {"config": config.to_dict(), "fields": fields_config,
+            "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
+            "parameters": cvae.count_parameters(best)}  # fmt: skip
+    write_json(meta | {"provenance": provenance("alloy_train_cvae", settings, code)}, sidecar)
+    with atomic_path(history) as tmp:
+        shutil.copyfile(result.history_path, tmp)
+
+
+def _check_batches(n_train: int, batch_size: int, batch_norm: bool) -> None:
+    """BatchNorm cannot train on a batch of one sample: refuse a split that would make one."""
+    last = n_train % batch_size or batch_size  # the smallest batch of an epoch
+    if batch_norm and last == 1:
+        raise InputError("config", "alloy.cvae.train.batch_size",
+                         f"a batch size that leaves no batch of a single sample ({n_train} "
+                         f"training samples in batches of {batch_size}; the model's batch "
+                         "normalisation needs at least 2 per batch)")  # fmt: skip
+
+
+def _cvae_config(model: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Any:
+    """The model's config: the configured widths, channels and grid from the data."""
+    from latentmech.alloy.cvae import CVAEConfig
+
+    target = arrays["target"]
+    conditions = [{"name": k, "channels": int(v.shape[1])} for k, v in arrays.items()
+                  if k != "target"]  # fmt: skip
+    return CVAEConfig.from_dict({**model, "blocks": int(target.shape[-1]),
+                                 "conditions": conditions,
+                                 "target_channels": int(target.shape[1])})  # fmt: skip
+
+
+def load_cvae(model: Path, sidecar: Path) -> tuple[Any, dict[str, Any]]:
+    """The trained AlloyVAE (eval mode, CPU) and its sidecar."""
+    import json
+
+    import torch
+
+    from latentmech.alloy.cvae import AlloyCVAE, CVAEConfig
+
+    meta = json.loads(Path(sidecar).read_text())
+    net = AlloyCVAE(CVAEConfig.from_dict(meta["config"]))
+    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    return net.eval(), meta
+
+
+# -- evaluation (Figs. 4 and 5) ------------------------------------------------------------------
+
+#: The metrics of the reconstruction table, with their definitions (the README repeats them).
+METRIC_DEFINITIONS = {
+    "mre": "Eq. 5: mean over all blocks and components of |rec - ref| / |ref|, physical units",
+    "mre_scaled": "mean of |rec - ref| / |ref| on min-max scaled values where ref >= 0.01 "
+                  "(as the authors' code computes it)",
+    "r2": "1 - sum (ref - rec)^2 / sum (ref - mean ref)^2 over all blocks and components",
+    "condition_mre": "mean over samples of the mean over the vector of |enc - smooth| / "
+                     "|smooth|: encoder conditions against the smoothers' (Fig. 5)",
+}  # fmt: skip
+
+
+def _reconstruct(net: Any, arrays: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Test-time reconstruction as in section 2.2: encode σ, draw z, decode with the conditions."""
+    import torch
+
+    names = net.config.condition_names
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.no_grad():
+            out = net(torch.from_numpy(arrays["target"]),
+                      {n: torch.from_numpy(arrays[n]) for n in names}, sample=True)  # fmt: skip
+    finally:
+        torch.random.set_rng_state(generator_state)
+    result = {"reconstruction": out.reconstruction.numpy().astype(np.float64)}
+    for n in names:
+        result[f"encoder_{n}"] = out.encoder_conditions[n].numpy().astype(np.float64)
+        result[f"smoother_{n}"] = out.smoother_conditions[n].numpy().astype(np.float64)
+    return result
+
+
+def _metric_rows(split: str, rec: Mapping[str, np.ndarray], scaled_ref: np.ndarray,
+                 scaler: Any, baseline: np.ndarray, names: Sequence[str],
+                 component_names: Sequence[str]) -> list[dict[str, Any]]:  # fmt: skip
+    from latentmech.alloy import cvae
+
+    reference = scaler.inverse(scaled_ref.astype(np.float64), axis=1)
+    physical = scaler.inverse(rec["reconstruction"], axis=1)
+    mean_field = np.broadcast_to(baseline, reference.shape)
+    rows = []
+    for label, prediction, scaled in (("model", physical, rec["reconstruction"]),
+                                      ("training mean", mean_field,
+                                       scaler.transform(mean_field, axis=1))):  # fmt: skip
+        values = {"mre": cvae.mean_relative_error(prediction, reference),
+                  "mre_scaled": cvae.scaled_mean_relative_error(scaled, scaled_ref),
+                  "r2": cvae.r2_score(prediction, reference)}  # fmt: skip
+        per = {"mre": cvae.mean_relative_error(prediction, reference, channel_axis=1),
+               "r2": cvae.r2_score(prediction, reference, channel_axis=1)}  # fmt: skip
+        for metric, value in values.items():
+            rows.append({"split": split, "predictor": label, "metric": metric,
+                         "component": "all", "value": float(value)})  # fmt: skip
+        for metric, value in per.items():
+            rows += [{"split": split, "predictor": label, "metric": metric, "component": c,
+                      "value": float(v)} for c, v in zip(component_names, value, strict=True)]  # fmt: skip
+    for n in names:
+        mre = cvae.condition_mre(rec[f"encoder_{n}"], rec[f"smoother_{n}"])
+        rows.append({"split": split, "predictor": "model", "metric": "condition_mre",
+                     "component": n, "value": float(np.mean(mre))})  # fmt: skip
+    return rows
+
+
+def evaluate(dataset: Path, model: Path, sidecar: Path, table: Path, reconstruction: Path,
+             conditions: Path, settings: Settings, code: str = "") -> None:  # fmt: skip
+    """Reconstruction metrics per split against a training-mean baseline; Figs. 4 and 5."""
+    import torch
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    net, meta = load_cvae(model, sidecar)
+    ds = _load_dataset(dataset)
+    arrays, scalers = _model_inputs(ds, meta["fields"])
+    target = meta["fields"]["target"]
+    components = [str(c) for c in np.asarray(ds[FIELD_DIMS[target]])]
+    train = _subset(arrays, _split_mask(ds, "train"))
+    baseline = scalers["target"].inverse(train["target"].astype(np.float64), axis=1).mean(axis=0)
+    rows, results = [], {}
+    for split in ("train", "test"):
+        part = _subset(arrays, _split_mask(ds, split))
+        results[split] = (part, _reconstruct(net, part, seed=int(settings.get("seed", 0))))
+        rows += _metric_rows(split, results[split][1], part["target"], scalers["target"],
+                             baseline, net.config.condition_names, components)  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["definition"] = frame["metric"].map(METRIC_DEFINITIONS)
+    write_table(frame, table)
+    part, rec = results["test"]
+    reference = scalers["target"].inverse(part["target"].astype(np.float64), axis=1)
+    physical = scalers["target"].inverse(rec["reconstruction"], axis=1)
+    _figure_reconstruction(reference, physical, components, target, frame, reconstruction,
+                           int(settings.get("examples", 3)))  # fmt: skip
+    _figure_conditions(rec, net.config.condition_names, conditions)
+
+
+def _figure_reconstruction(reference: np.ndarray, physical: np.ndarray,
+                           components: Sequence[str], target: str, frame: pd.DataFrame,
+                           figure: Path, examples: int) -> None:  # fmt: skip
+    """Fig. 4: relative errors, parity, value histograms; xx-component block slices."""
+    import matplotlib.pyplot as plt
+
+    from latentmech.core.plots import save_figure
+
+    test = frame[(frame["split"] == "test") & (frame["predictor"] == "model")]
+    mre = float(test.loc[(test["metric"] == "mre") & (test["component"] == "all"), "value"].iloc[0])
+    r2 = float(test.loc[(test["metric"] == "r2") & (test["component"] == "all"), "value"].iloc[0])
+    n = min(examples, reference.shape[0])
+    fig = plt.figure(figsize=(12, 4 + 2.2 * n), layout="constrained")
+    grid = fig.add_gridspec(1 + n, 4)
+    ok = reference != 0
+    relative = np.abs(physical - reference)[ok] / np.abs(reference)[ok]
+    ax = fig.add_subplot(grid[0, 0])
+    ax.hist(np.clip(relative, 0, 2), bins=40, color="tab:blue")
+    ax.set_xlabel("relative error (clipped at 2)")
+    ax.set_title(f"test MRE (Eq. 5) = {mre:.3f}")
+    ax = fig.add_subplot(grid[0, 1])
+    ax.scatter(reference.ravel(), physical.ravel(), s=3, alpha=0.4)
+    low, high = float(reference.min()), float(reference.max())
+    ax.plot([low, high], [low, high], "r-", lw=1)
+    ax.set_xlabel(f"reference {target}")
+    ax.set_ylabel("reconstruction")
+    ax.set_title(f"parity, R² = {r2:.3f}")
+    ax = fig.add_subplot(grid[0, 2:])
+    bins = np.linspace(low, high, 50)
+    ax.hist(reference.ravel(), bins=bins, alpha=0.6, label="reference")
+    ax.hist(physical.ravel(), bins=bins, alpha=0.6, label="reconstruction")
+    ax.legend()
+    ax.set_title(f"block values, all {len(components)} component(s)")
+    for i in range(n):
+        limit = float(np.abs(reference[i, 0]).max()) or 1.0
+        for j, (values, name) in enumerate(((reference[i, 0], "reference"),
+                                            (physical[i, 0], "reconstruction"))):  # fmt: skip
+            for k, z in enumerate((0, values.shape[-1] // 2)):
+                ax = fig.add_subplot(grid[1 + i, 2 * j + k])
+                image = ax.imshow(values[:, :, z].T, origin="lower", cmap="RdBu_r",
+                                  vmin=-limit, vmax=limit)  # fmt: skip
+                ax.set_title(f"test {i}: {name} {components[0]}, z block {z}", fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    save_figure(fig, figure)
+
+
+def _figure_conditions(rec: Mapping[str, np.ndarray], names: Sequence[str],
+                       figure: Path) -> None:  # fmt: skip
+    """Fig. 5: condition relative errors and PCA of encoder vs smoother conditions (test set)."""
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    from latentmech.alloy.cvae import condition_mre
+    from latentmech.core.plots import save_figure
+
+    fig, axes = plt.subplots(3, len(names), figsize=(4.5 * len(names), 11), layout="constrained",
+                             squeeze=False)  # fmt: skip
+    for col, n in enumerate(names):
+        enc, smooth = rec[f"encoder_{n}"], rec[f"smoother_{n}"]
+        error = np.abs(enc - smooth) / np.abs(smooth)
+        axes[0, col].hist(error.ravel(), bins=40, color="tab:green")
+        axes[0, col].set_title(f"{n}: MRE {float(np.mean(condition_mre(enc, smooth))):.3f}")
+        axes[0, col].set_xlabel("relative error, encoder vs smoother")
+        if len(smooth) >= 2:
+            pca = PCA(n_components=2).fit(smooth)
+            for values, label in ((smooth, "smoother (reference)"), (enc, "encoder")):
+                p = pca.transform(values)
+                axes[1, col].scatter(p[:, 0], p[:, 1], s=14, label=label, alpha=0.7)
+            axes[1, col].legend(fontsize=8)
+        axes[1, col].set_title(f"PCA of {n} conditions")
+        for i, color in zip(range(min(3, len(smooth))), ("C0", "C1", "C2"), strict=False):
+            axes[2, col].plot(smooth[i], "-", color=color, lw=1)
+            axes[2, col].plot(enc[i], ".", color=color, ms=3)
+        axes[2, col].set_title(f"{n}: reference (lines) and encoder (dots)")
+        axes[2, col].set_xlabel("condition vector entry")
+    save_figure(fig, figure)
+
+
+# -- self-checked prediction (Algorithm 1, Fig. 6) -----------------------------------------------
+
+
+def sample(dataset: Path, model: Path, sidecar: Path, predictions: Path, table: Path,
+           figure: Path, settings: Settings, code: str = "") -> None:  # fmt: skip
+    """Algorithm 1 on the test inputs: accepted realisations, reproduced conditions, statistics."""
+    import torch
+
+    from latentmech.alloy.sampling import self_checked_predictions
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    net, meta = load_cvae(model, sidecar)
+    ds = _load_dataset(dataset)
+    arrays, scalers = _model_inputs(ds, meta["fields"])
+    mask = _split_mask(ds, "test")
+    names = net.config.condition_names
+    inputs = {n: arrays[n][mask] for n in names}
+    result = self_checked_predictions(net, inputs, n_max=int(settings["n_max"]),
+                                      k=float(settings["k"]), n_accept=int(settings["n_accept"]),
+                                      seed=int(settings["seed"]),
+                                      stop_early=bool(settings["stop_early"]))  # fmt: skip
+    target = meta["fields"]["target"]
+    channel = FIELD_DIMS[target]
+    scaler = scalers["target"]
+    scaled = result.predictions.numpy().astype(np.float64)
+    physical = scaler.inverse(scaled, axis=2)
+    reference = scaler.inverse(arrays["target"][mask].astype(np.float64), axis=1)
+    samples = np.asarray(ds["sample"])[mask]
+    ds_out = xr.Dataset(
+        {
+            "prediction": (("input", "slot", channel, "x", "y", "z"), physical),
+            "reference": (("input", channel, "x", "y", "z"), reference),
+            "valid": (("input", "slot"), result.valid.numpy()),
+            "draw": (("input", "slot"), result.draw_index.numpy()),
+            "attempts": (("input",), result.attempts.numpy()),
+            "accepted": (("input",), result.accepted.numpy()),
+            **{
+                f"mre_{n}": (("input", "slot"), result.mre[n].numpy().astype(np.float64))
+                for n in names
+            },
+        },
+        coords={"input": samples, channel: np.asarray(ds[channel]).astype(str)},
+    )
+    summary = result.summary()
+    write_zarr(ds_out, predictions, attrs=provenance("alloy_sample", settings, code) | summary)
+    rows = [{"input": s, "attempts": int(a), "accepted": int(c),
+             **{f"mean_mre_{n}": float(np.nanmean(np.where(result.valid.numpy()[i],
+                                                          result.mre[n].numpy()[i], np.nan)))
+                if result.valid.numpy()[i].any() else float("nan") for n in names}}
+            for i, (s, a, c) in enumerate(zip(samples, result.attempts.numpy(),
+                                              result.accepted.numpy(), strict=True))]  # fmt: skip
+    rows.append({"input": "all", "attempts": int(result.attempts.sum()),
+                 "accepted": int(result.accepted.sum()),
+                 "acceptance_rate": result.acceptance_rate,
+                 "reached_fraction": result.reached_fraction})  # fmt: skip
+    write_table(pd.DataFrame(rows), table)
+    _figure_predictions(ds_out, names, settings, figure)
+
+
+def _figure_predictions(ds: xr.Dataset, names: Sequence[str], settings: Settings,
+                        figure: Path) -> None:  # fmt: skip
+    """Fig. 6: per input, the reference and the accepted realisations (first component, z = 0)."""
+    import matplotlib.pyplot as plt
+
+    from latentmech.core.plots import save_figure
+
+    n_inputs = min(int(settings.get("figure_inputs", 2)), ds.sizes["input"])
+    slots = ds.sizes["slot"]
+    fig, axes = plt.subplots(n_inputs, 1 + slots, figsize=(2.8 * (1 + slots), 2.9 * n_inputs),
+                             layout="constrained", squeeze=False)  # fmt: skip
+    component = str(np.asarray(ds[list(ds["reference"].dims)[1]])[0])
+    for i in range(n_inputs):
+        reference = np.asarray(ds["reference"][i, 0])
+        limit = float(np.abs(reference).max()) or 1.0
+        panels = [(reference, f"{ds['input'].values[i]}: reference")]
+        for s in range(slots):
+            if bool(ds["valid"][i, s]):
+                mre = ", ".join(f"{n} {float(ds[f'mre_{n}'][i, s]):.3f}" for n in names)
+                panels.append((np.asarray(ds["prediction"][i, s, 0]),
+                               f"draw {int(ds['draw'][i, s])}: MRE {mre}"))  # fmt: skip
+            else:
+                panels.append((None, "no accepted draw"))
+        for ax, (values, title) in zip(axes[i], panels, strict=True):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=7)
+            if values is not None:
+                image = ax.imshow(values[:, :, 0].T, origin="lower", cmap="RdBu_r",
+                                  vmin=-limit, vmax=limit)  # fmt: skip
+        fig.colorbar(image, ax=axes[i, -1], shrink=0.8, label=f"{component} (z block 0)")
+    save_figure(fig, figure)
+
+
+# -- inverse design (Algorithm 2, Fig. 7, SI Table 2) --------------------------------------------
+
+
+def design(dataset: Path, model: Path, sidecar: Path, design: Path, settings: Settings,
+           code: str = "") -> None:  # fmt: skip
+    """Algorithm 2 for one latent initialisation (random or fixed): optimised concentrations."""
+    import torch
+
+    from latentmech.alloy import design as inverse
+
+    torch.set_num_threads(int(settings.get("threads", 1)))
+    net, meta = load_cvae(model, sidecar)
+    if meta["fields"]["target"] != "stress":
+        raise InputError("config", "alloy.cvae.fields.target",
+                         "the stress field for inverse design (Eq. 6 needs σ)")  # fmt: skip
+    ds = _load_dataset(dataset)
+    arrays, _ = _model_inputs(ds, meta["fields"])
+    scalers = _scalers(ds)
+    by_field = {field: name for name, field in meta["fields"]["conditions"].items()}
+    if set(by_field) != {"concentration", "wc"}:
+        raise InputError("config", "alloy.cvae.fields.conditions",
+                         "exactly the concentration and wc fields as conditions for inverse "
+                         f"design (Eq. 8), got {meta['fields']['conditions']}")  # fmt: skip
+    options = inverse.DesignSettings.from_dict(
+        _design_options(settings)
+        | {"concentration": by_field["concentration"], "wc": by_field["wc"]}
+    )
+    c_name = options.concentration
+    mean, std = inverse.concentration_prior(arrays[c_name][_split_mask(ds, "train")])
+    result = inverse.inverse_design(net, scalers["concentration"], scalers["wc"],
+                                    scalers["stress"], mean, std, options)  # fmt: skip
+    elements = [str(e) for e in np.asarray(ds["element"])]
+    history = result.history
+    terms = [k for k in inverse.TERMS if k in history]
+    out = xr.Dataset(
+        {
+            "concentration": (("candidate", "element", "x", "y", "z"), result.concentration),
+            "initial_concentration": (
+                ("candidate", "element", "x", "y", "z"),
+                result.initial_concentration,
+            ),
+            "stress": (("candidate", "component", "x", "y", "z"), result.stress),
+            "tau2_before": (("candidate",), result.tau2_before),
+            "tau2_after": (("candidate",), result.tau2_after),
+            "mre_c": (("candidate",), result.mre["c"]),
+            "mre_w": (("candidate",), result.mre["w"]),
+            "variance_before": (("candidate", "element"), result.variance_before),
+            "variance_after": (("candidate", "element"), result.variance_after),
+            "history": (
+                ("iteration", "term", "candidate"),
+                np.stack([history[k] for k in terms], axis=1),
+            ),
+            "history_fields": (("iteration", "kept", "element", "x", "y", "z"), history["fields"]),
+        },
+        coords={
+            "element": elements,
+            "component": list(COMPONENTS),
+            "term": terms,
+            "iteration": history["iteration"],
+        },
+    )
+    summary = {k: float(v) for k, v in result.summary().items()}
+    write_zarr(out, design, attrs=provenance("alloy_design", settings, code) | summary
+               | {"method": settings["method"]})  # fmt: skip
+
+
+def _design_options(settings: Settings) -> dict[str, Any]:
+    """The Algorithm 2 settings of the config (the rest, e.g. threads, is the stage's)."""
+    from dataclasses import fields as dataclass_fields
+
+    from latentmech.alloy.design import DesignSettings
+
+    known = {f.name for f in dataclass_fields(DesignSettings)}
+    return {k: v for k, v in settings.items() if k in known}
+
+
+def _training_statistics(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """⟨τ_p²⟩ and the mean concentration variance over blocks of every training sample."""
+    from latentmech.alloy.design import mean_square_shear
+
+    train = _split_mask(ds, "train")
+    tau2 = np.asarray(mean_square_shear(np.asarray(ds["stress"])[train]))
+    variance = (
+        np.asarray(ds["concentration"])[train]
+        .reshape(int(train.sum()), ds.sizes["element"], -1)
+        .var(axis=2)
+    )
+    return tau2, variance.mean(axis=1)
+
+
+def design_summary(dataset: Path, designs: Sequence[Path], table: Path, clusters: Path,
+                   figure: Path, settings: Settings, code: str = "") -> None:  # fmt: skip
+    """Fig. 7 and SI Table 2: both methods' statistics, Isomap and cluster means."""
+    from latentmech.alloy.design import cluster_concentrations
+
+    ds = _load_dataset(dataset)
+    tau2_train, variance_train = _training_statistics(ds)
+    rows, cluster_rows, panels = [], [], []
+    for path in designs:
+        result = open_zarr(path)
+        method = str(result.attrs["method"])
+        conc = np.asarray(result["concentration"])
+        found = cluster_concentrations(conc, n_clusters=int(settings["n_clusters"]),
+                                       n_neighbors=int(settings["isomap_neighbors"]),
+                                       seed=int(settings["seed"]))  # fmt: skip
+        mre = np.maximum(np.asarray(result["mre_c"]), np.asarray(result["mre_w"]))
+        rows.append({"method": method, "candidates": conc.shape[0],
+                     "tau2_train": float(tau2_train.mean()),
+                     "tau2_before": float(np.mean(result["tau2_before"])),
+                     "tau2_after": float(np.mean(result["tau2_after"])),
+                     "variance_train": float(variance_train.mean()),
+                     "variance_before": float(np.mean(result["variance_before"])),
+                     "variance_after": float(np.mean(result["variance_after"])),
+                     "mre_c": float(np.mean(result["mre_c"])),
+                     "mre_w": float(np.mean(result["mre_w"])),
+                     "fraction_self_checked": float(np.mean(mre <= float(settings["k"])))})  # fmt: skip
+        elements = [str(e) for e in np.asarray(result["element"])]
+        for k in range(found.means.shape[0]):
+            cluster_rows.append({"method": method, "cluster": k + 1, "size": int(found.sizes[k]),
+                                 **{e: float(found.means[k, j]) for j, e in enumerate(elements)}})  # fmt: skip
+        panels.append((method, result, found, mre))
+    write_table(pd.DataFrame(rows), table)
+    write_table(pd.DataFrame(cluster_rows), clusters)
+    _figure_design(panels, tau2_train, variance_train, settings, figure)
+
+
+def _figure_design(panels: Sequence[tuple], tau2_train: np.ndarray, variance_train: np.ndarray,
+                   settings: Settings, figure: Path) -> None:  # fmt: skip
+    """Fig. 7: per method, self-check MRE, concentration variance, ⟨τ_p²⟩ histograms, Isomap."""
+    import matplotlib.pyplot as plt
+
+    from latentmech.core.plots import save_figure
+
+    fig, axes = plt.subplots(len(panels), 4, figsize=(16, 3.6 * len(panels)),
+                             layout="constrained", squeeze=False)  # fmt: skip
+    for row, (method, result, found, mre) in zip(axes, panels, strict=True):
+        row[0].hist(mre, bins=30, color="tab:red")
+        row[0].axvline(float(settings["k"]), color="k", ls="--", lw=1)
+        row[0].set_title(f"{method} latent: self-check MRE (max of c, w)")
+        variance = np.asarray(result["variance_after"]).mean(axis=1)
+        row[1].hist(variance_train, bins=20, alpha=0.6, density=True, label="training")
+        row[1].hist(variance, bins=30, alpha=0.6, density=True, label="optimised")
+        row[1].set_title("concentration variance over blocks")
+        row[1].legend(fontsize=8)
+        row[2].hist(tau2_train, bins=20, alpha=0.6, density=True, label="training")
+        row[2].hist(np.asarray(result["tau2_after"]), bins=30, alpha=0.6, density=True,
+                    label="optimised")  # fmt: skip
+        row[2].set_title("⟨τ_p²⟩ (GPa²)")
+        row[2].legend(fontsize=8)
+        for k in range(found.means.shape[0]):
+            chosen = found.labels == k
+            row[3].scatter(found.embedding[chosen, 0], found.embedding[chosen, 1], s=6,
+                           label=f"cluster {k + 1} ({int(chosen.sum())})")  # fmt: skip
+        row[3].set_title("Isomap of optimised concentrations")
+        row[3].legend(fontsize=8)
+    save_figure(fig, figure)
