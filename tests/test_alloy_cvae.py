@@ -215,6 +215,43 @@ def test_loss_eq2_equals_the_hand_sum(reduction: str) -> None:
                             "mse"}  # fmt: skip
 
 
+@pytest.mark.parametrize("mode", ["both", "encoder"])
+def test_condition_gradient_reaches_the_smoothers_only_in_joint_mode(mode: str) -> None:
+    model = AlloyCVAE(tiny())
+    batch = batch_of(model.config)
+    torch.manual_seed(0)
+    loss, _ = cvae_loss(model, batch, kl_weight=0.0, condition_gradient=mode)
+    torch.manual_seed(0)
+    joint, _ = cvae_loss(model, batch, kl_weight=0.0)
+    torch.testing.assert_close(loss, joint)  # the same value: only the gradient's path differs
+    # the consistency terms alone (no reconstruction gradient): zero the decoder's input path
+    torch.manual_seed(0)
+    out = model(batch["target"], {n: batch[n] for n in ("c", "w")})
+    smoothed = {n: (v.detach() if mode == "encoder" else v) for n, v in
+                out.smoother_conditions.items()}  # fmt: skip
+    terms = sum(((out.encoder_conditions[n] - smoothed[n]) ** 2).sum() for n in ("c", "w"))
+    smoother = model.smoothers["c"].fc[-2].weight
+    head = model.encoder.heads["c"][-2].weight
+    grads = torch.autograd.grad(terms, [smoother, head], allow_unused=True)
+    assert grads[1] is not None and grads[1].abs().sum() > 0  # the encoder learns either way
+    if mode == "encoder":
+        assert grads[0] is None  # the smoothers get nothing from the consistency terms
+    else:
+        assert grads[0].abs().sum() > 0
+    # and through the loss function itself: the smoother's gradient differs between the modes
+    model.zero_grad()
+    torch.manual_seed(0)
+    cvae_loss(model, batch, kl_weight=0.0, condition_gradient=mode)[0].backward()
+    g_mode = model.smoothers["c"].fc[-2].weight.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(0)
+    cvae_loss(model, batch, kl_weight=0.0, condition_gradient="both")[0].backward()
+    g_both = model.smoothers["c"].fc[-2].weight.grad
+    assert torch.equal(g_mode, g_both) == (mode == "both")
+    with pytest.raises(InputError, match="condition_gradient"):
+        cvae_loss(model, batch, condition_gradient="smoother")
+
+
 def test_condition_weights() -> None:
     assert condition_weights(["c", "w", "e"], 0.1, 50) == {"c": 0.1, "w": 50.0, "e": 1.0}
     assert condition_weights(["c", "w"], weights={"c": 3}) == {"c": 3.0, "w": 1.0}

@@ -426,3 +426,93 @@ def test_general_triclinic_abc_origin_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(snapshot.box.matrix, matrix)
     np.testing.assert_array_equal(snapshot.box.origin, box.origin)
     assert gzip is not None and snapshot.box.volume == pytest.approx(abs(np.linalg.det(matrix)))
+
+
+# --------------------------------------------------------------------------------------------
+# Chunked scans on several threads: same snapshots, same errors as one pass
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chunked(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Scan even tiny blocks in chunks; record the chunks scanned (byte offset, row, rows)."""
+    from latentmech.alloy import dump
+
+    monkeypatch.setattr(dump, "PARALLEL_MIN_VALUES", 0)
+    scanned = []
+    scan_rows = dump._scan_rows
+
+    def spy(buffer, header, target, chunk):
+        scanned.append(chunk)
+        return scan_rows(buffer, header, target, chunk)
+
+    monkeypatch.setattr(dump, "_scan_rows", spy)
+    return scanned
+
+
+def _assert_identical(got: list[Snapshot], expected: list[Snapshot]) -> None:
+    """Bit-for-bit the same snapshots."""
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        for name in ("ids", "types", "positions", "stress"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), strict=True)
+        assert a.columns.keys() == b.columns.keys()
+        for name in a.columns:
+            np.testing.assert_array_equal(a.columns[name], b.columns[name], strict=True)
+
+
+@pytest.mark.parametrize("float_format", ["%g", "%r"])
+def test_threads_give_the_same_snapshots(tmp_path: Path, chunked: list, float_format) -> None:
+    rng = np.random.default_rng(8)
+    frames = [_snapshot(rng, n=400), _snapshot(rng, n=300, tilt=(1.0, 0.5, -0.5))]
+    frames.append(_sorted_by_id(_snapshot(rng, n=200)))
+    frames[2] = Snapshot(**{**frames[2].__dict__, "ids": np.arange(1, 201)})  # ids 1..n: by id
+    path = write_dump(tmp_path / "threads.lammpstrj", frames, float_format=float_format)
+    serial = read_dump(path, threads=1)
+    assert {chunk[1:] for chunk in chunked} == {(0, f.n_atoms) for f in frames}  # whole blocks
+    chunked.clear()
+    for threads in (2, 3):
+        _assert_identical(read_dump(path, threads=threads), serial)
+        assert len(chunked) > 3 * threads  # every snapshot was cut into chunks
+        chunked.clear()
+    for got, expected in zip(serial, frames, strict=True):
+        _assert_same(got, _sorted_by_id(expected), rtol=1e-5 if float_format == "%g" else 0.0)
+
+
+def test_threads_report_the_same_errors(tmp_path: Path, chunked: list) -> None:
+    lines = [f"{k + 1} 1 {k}.5 0 0" for k in range(200)]
+
+    def expect(changed: list[str], message: str, n: int | None = None) -> None:
+        path = _small_dump(tmp_path, changed, n=n)
+        for threads in (1, 2):
+            chunked.clear()
+            with pytest.raises(DumpError, match=message):
+                read_dump(path, threads=threads)
+            assert any(row > 0 for _, row, _ in chunked) == (threads > 1)  # chunks were tried
+
+    expect([*lines[:150], "151 1 1.2.3 0 0", *lines[151:]], r"line 160, column 3 'x'\): expected a")
+    expect([*lines[:190], "9 1 0 0 0", *lines[191:]], r"lines 18 and 200\): atom id 9 appears")
+    expect([*lines[:170], "171 1 0 0", *lines[171:]], r"line 180\): atom line has 4 values")
+    expect(lines, r"line 210\): file ends after 200 of 201", n=201)
+    expect(lines, r"line 209\): expected an 'ITEM:' line, found '200 1 199.5 0 0'", n=199)
+
+
+def test_ids_beyond_n_and_no_final_newline(tmp_path: Path, chunked: list) -> None:
+    """Ids that are not 1..n are sorted in file order; a last line without newline is read."""
+    rng = np.random.default_rng(9)
+    ids = rng.permutation(np.arange(1, 301) * 2)
+    lines = [f"{i} {1 + i % 3} {i / 7} 0.5 -1" for i in ids]
+    path = _small_dump(tmp_path, lines)
+    path.write_bytes(path.read_bytes()[:-1])
+    assert not path.read_bytes().endswith(b"\n")
+    for threads in (1, 2):
+        (snapshot,) = read_dump(path, threads=threads)
+        np.testing.assert_array_equal(snapshot.ids, np.sort(ids))
+        np.testing.assert_array_equal(snapshot.positions[:, 0], np.sort(ids) / 7)
+        np.testing.assert_array_equal(snapshot.types, 1 + np.sort(ids) % 3)
+    cut = _small_dump(tmp_path, ["1 1 0 0 0", "2 1 0 0"])
+    cut.write_bytes(cut.read_bytes()[:-1])
+    with pytest.raises(DumpError, match=r"line 11\): file ends after 1 of 2"):
+        read_dump(cut)
+    with pytest.raises(ValueError, match="threads must be"):
+        read_dump(cut, threads=0)

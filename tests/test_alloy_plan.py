@@ -155,7 +155,8 @@ def test_training_workdir_follows_settings_and_code() -> None:
                                          "threads", "workdir"}  # fmt: skip
     design = p.design_settings("fixed")
     assert design["method"] == "fixed" and "methods" not in design
-    assert design["elements"] == ["Ni", "Co", "Cr"] and design["candidates"] == 256
+    assert design["elements"] == ["Ni", "Co", "Cr"]
+    assert design["candidates"] == config["alloy"]["design"]["candidates"]
 
 
 # -- the split ------------------------------------------------------------------------------------

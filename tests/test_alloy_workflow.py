@@ -95,6 +95,19 @@ def test_model_tables_and_figures(alloy_run: Path) -> None:
         assert (root / "figures" / figure).stat().st_size > 5000, figure
 
 
+def test_the_report_bundles_the_alloy_figures_and_tables(alloy_run: Path) -> None:
+    import zipfile
+
+    snakemake(
+        alloy_run, "--report", "results/alloy_report.zip", *alloy_targets(tiny_alloy_config())
+    )
+    with zipfile.ZipFile(alloy_run / "results" / "alloy_report.zip") as bundle:
+        names = "\n".join(bundle.namelist())
+    for output in ("reconstruction.csv", "reconstruction.png", "conditions.png", "sampling.csv",
+                   "predictions.png", "design.csv", "design_clusters.csv", "design.png"):  # fmt: skip
+        assert output in names, output
+
+
 def test_nothing_to_do_then_only_what_a_change_touches(alloy_run: Path) -> None:
     config = tiny_alloy_config()
     targets = alloy_targets(config)

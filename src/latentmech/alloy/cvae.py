@@ -58,6 +58,7 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "leaky_r
 CONDITION_ACTIVATIONS = ("sigmoid", "linear")
 PADDING_MODES = ("zeros", "circular")
 REDUCTIONS = ("sum", "mean")
+CONDITION_GRADIENTS = ("both", "encoder")
 Array = np.ndarray | torch.Tensor
 
 
@@ -479,7 +480,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def cvae_loss(
     model: nn.Module, batch: Mapping[str, torch.Tensor], alpha: float = 1.0, beta: float = 1.0,
     reduction: str = "sum", weights: Mapping[str, float] | None = None,
-    kl_weight: float = 1.0,
+    kl_weight: float = 1.0, condition_gradient: str = "both",
 ) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
     """Eq. 2 as a batch mean, for :class:`latentmech.core.train.Trainer`.
 
@@ -491,9 +492,18 @@ def cvae_loss(
     KL (1 in Eq. 2). ``batch`` maps ``"target"`` and the config's condition names to tensors
     (B, C, r, r, r). ``model`` may be the DDP wrapper (it is only called).
 
+    ``condition_gradient``: ``"both"`` (Eq. 2 as written: the consistency terms train the
+    encoder's heads and the smoothers) or ``"encoder"`` (an option, not the paper's: the
+    smoothers' vectors enter the terms as constants, so the terms only teach the encoder to
+    reproduce them and cannot pull the smoothers towards constant, uninformative vectors; the
+    smoothers then learn from the reconstruction alone).
+
     Metrics: ``kl``, ``reconstruction`` and ``condition_<name>`` (the unweighted batch means of
     the terms), ``mse`` (mean squared reconstruction error per element).
     """
+    if condition_gradient not in CONDITION_GRADIENTS:
+        raise InputError("cvae loss", "condition_gradient",
+                         f"expected one of {CONDITION_GRADIENTS}, got {condition_gradient!r}")  # fmt: skip
     if reduction not in REDUCTIONS:
         raise InputError(
             "cvae loss", "reduction", f"expected one of {REDUCTIONS}, got {reduction!r}"
@@ -510,8 +520,10 @@ def cvae_loss(
     loss = kl_weight * kl + rec
     metrics = {"kl": kl.mean(), "reconstruction": rec.mean()}
     for name in names:
-        term = _per_sample((out.encoder_conditions[name] - out.smoother_conditions[name]) ** 2,
-                           reduction)  # fmt: skip
+        smoothed = out.smoother_conditions[name]
+        if condition_gradient == "encoder":
+            smoothed = smoothed.detach()
+        term = _per_sample((out.encoder_conditions[name] - smoothed) ** 2, reduction)
         loss = loss + lambdas[name] * term
         metrics[f"condition_{name}"] = term.mean()
     metrics["mse"] = torch.mean((out.reconstruction - target) ** 2)
@@ -532,12 +544,13 @@ class CVAELoss:
     weights: Mapping[str, float] = field(default_factory=dict)
     kl_weight: float = 1.0
     roll: bool = False
+    condition_gradient: str = "both"
 
     def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor]):
         if self.roll and model.training:
             batch = random_roll(batch)
         return cvae_loss(model, batch, self.alpha, self.beta, self.reduction, self.weights,
-                         self.kl_weight)  # fmt: skip
+                         self.kl_weight, self.condition_gradient)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -214,8 +214,12 @@ class AlloyPlan:
 
     @property
     def methods(self) -> list[str]:
-        if self.config["cvae"]["fields"]["target"] != "stress":
-            return []  # Eq. 6 needs the stress field: no design for the eigenstrain framework
+        """Latent initialisations of the inverse design; none unless the model maps exactly
+        (concentration, Warren–Cowley) → stress, the mapping Eq. 8 optimises."""
+        fields = self.config["cvae"]["fields"]
+        if fields["target"] != "stress" or sorted(fields["conditions"].values()) != [
+            "concentration", "wc"]:  # fmt: skip
+            return []  # e.g. the eigenstrain frameworks of section 2.5
         return list(self.config["design"]["methods"])
 
     # -- targets -----------------------------------------------------------------------------
