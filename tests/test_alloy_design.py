@@ -92,7 +92,7 @@ PRIOR = (np.full((2, R, R, R), 0.5), np.full((2, R, R, R), 0.1))
 
 def test_one_step_equals_a_hand_computed_gradient_step() -> None:
     model = small_model()
-    settings = DesignSettings(iterations=1, candidates=4, seed=2)
+    settings = DesignSettings(iterations=1, candidates=4, seed=2, bounds="none")
     result = inverse_design(model, CONCENTRATION, WC, STRESS, *PRIOR, settings)
     c0 = torch.tensor(result.initial_normalised, requires_grad=True)
     z0 = torch.tensor(result.initial_latent, requires_grad=True)
@@ -155,6 +155,39 @@ def test_objective_decreases_and_history_is_recorded() -> None:
     np.testing.assert_allclose(same.normalised, result.normalised, rtol=1e-10)  # chunks exact
     summary = result.summary()
     assert summary["objective_after"] < summary["objective_before"]
+
+
+def test_bounds_keep_the_candidates_in_their_region() -> None:
+    from latentmech.alloy.design import project
+
+    model = small_model()
+    problem = design_problem(model, CONCENTRATION, WC, STRESS)
+    c = torch.tensor([-0.5, 0.3, 1.7, 0.9], dtype=torch.float32).view(2, 2, 1, 1, 1)
+    c = c.expand(2, 2, R, R, R).contiguous()
+    assert torch.equal(project(c, problem, "none"), c)
+    clamped = project(c, problem, "training")
+    assert clamped.min() == 0.0 and clamped.max() == 1.0
+    torch.testing.assert_close(clamped[:, :, 0, 0, 0], torch.tensor([[0.0, 0.3], [1.0, 0.9]]))
+    # physical: fractions of Ni and Co clipped to [0, 1] and their sum to at most 1
+    ni_co = CONCENTRATION.select([0, 1])
+    wild = ni_co.transform(torch.tensor([[-0.2, 0.5], [0.9, 0.6]], dtype=torch.float64)
+                           .view(2, 2, 1, 1, 1).expand(2, 2, R, R, R), axis=1)  # fmt: skip
+    fractions = ni_co.inverse(project(wild, problem, "physical"), axis=1)[:, :, 0, 0, 0]
+    torch.testing.assert_close(fractions, torch.tensor([[0.0, 0.5], [0.6, 0.4]],
+                                                       dtype=torch.float64))  # fmt: skip
+    # runs: large steps leave the simplex unless bounded; the default keeps atom fractions
+    settings = DesignSettings(iterations=30, candidates=8, history_every=10, lr=50.0, seed=1)
+    assert settings.bounds == "physical"
+    free = inverse_design(model, CONCENTRATION, WC, STRESS, *PRIOR,
+                          DesignSettings(**{**settings.to_dict(), "bounds": "none"}))  # fmt: skip
+    assert free.concentration.min() < 0.0 or free.concentration.max() > 1.0
+    kept = inverse_design(model, CONCENTRATION, WC, STRESS, *PRIOR, settings)
+    assert kept.concentration.min() >= -1e-6 and kept.concentration.max() <= 1.0 + 1e-6
+    fenced = inverse_design(model, CONCENTRATION, WC, STRESS, *PRIOR,
+                            DesignSettings(**{**settings.to_dict(), "bounds": "training"}))  # fmt: skip
+    assert fenced.normalised.min() >= 0.0 and fenced.normalised.max() <= 1.0
+    with pytest.raises(InputError, match="bounds"):
+        DesignSettings(bounds="box")
 
 
 def test_latent_methods() -> None:

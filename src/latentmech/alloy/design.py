@@ -56,6 +56,8 @@ from latentmech.core.errors import InputError
 
 SOURCE = "design settings"
 METHODS = ("random", "fixed")
+#: Where the optimised concentrations may go (see :func:`project`).
+BOUNDS = ("training", "physical", "none")
 #: Slip direction and plane normal of Eq. 6.
 BURGERS = np.array([1.0, -1.0, 0.0]) / math.sqrt(2.0)
 NORMAL = np.array([1.0, 1.0, 1.0]) / math.sqrt(3.0)
@@ -111,10 +113,13 @@ class DesignSettings:
     wc: str = "w"
     n_clusters: int = 2
     isomap_neighbors: int = 10
+    bounds: str = "physical"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InputError(SOURCE, "method", f"one of {list(METHODS)}, got {self.method!r}")
+        if self.bounds not in BOUNDS:
+            raise InputError(SOURCE, "bounds", f"one of {list(BOUNDS)}, got {self.bounds!r}")
         for key in ("iterations", "candidates", "history_every", "n_clusters", "isomap_neighbors"):
             value = getattr(self, key)
             minimum = 0 if key == "iterations" else 1
@@ -320,6 +325,27 @@ def _initial_state(
     return c.to(parameter.device, parameter.dtype), z.to(parameter.device, parameter.dtype)
 
 
+def project(c: torch.Tensor, problem: DesignProblem, bounds: str) -> torch.Tensor:
+    """The normalised independent concentrations moved back into their allowed region.
+
+    ``"training"``: each within its training range (normalised [0, 1]), where the model has
+    seen data; ``"physical"``: atom fractions in [0, 1] whose sum is at most 1 (a clipped,
+    then rescaled point of the simplex); ``"none"``: unconstrained, as Algorithm 2 is written.
+    A choice (the paper is silent): unconstrained steps on the demo's model leave the simplex
+    (fractions from −1.4 to 2.4 after 200 iterations), where the smoothers' sigmoids saturate and
+    the self-check terms stop guarding the candidates.
+    """
+    if bounds == "none":
+        return c
+    if bounds == "training":
+        return c.clamp(0.0, 1.0)
+    scaler = problem.concentration_scaler.select(range(problem.concentration_scaler.channels - 1))
+    physical = scaler.inverse(c, axis=1).clamp(0.0, 1.0)
+    total = physical.sum(dim=1, keepdim=True)
+    physical = torch.where(total > 1.0, physical / total, physical)
+    return scaler.transform(physical, axis=1).to(c.dtype)
+
+
 def _history_iterations(settings: DesignSettings) -> list[int]:
     n = settings.iterations
     return sorted({0, n, *range(0, n, settings.history_every)})
@@ -338,6 +364,7 @@ def _step(model: nn.Module, c: torch.Tensor, z: torch.Tensor, problem: DesignPro
         grads = torch.autograd.grad(terms["total"].sum(), inputs)
         with torch.no_grad():
             c[start : start + chunk] -= settings.lr * grads[0]
+            c[start : start + chunk] = project(c[start : start + chunk], problem, settings.bounds)
             if settings.optimise_latent:
                 z[start : start + chunk] -= settings.lr * grads[1]
         if record:
@@ -368,6 +395,7 @@ def inverse_design(
     problem = design_problem(model, concentration_scaler, wc_scaler, stress_scaler, settings)
     gen = generator if generator is not None else torch.Generator().manual_seed(settings.seed)
     c, z = _initial_state(model, init_mean, init_std, settings, gen)
+    c = project(c, problem, settings.bounds)  # every candidate evaluated lies in the region
     c0, z0 = c.clone(), z.clone()
     recorded = _history_iterations(settings)
     history: dict[str, list] = {k: [] for k in (*TERMS, "fields")}
