@@ -63,9 +63,15 @@ rule alloy_fields:
         bench("alloy_fields", "{sample}")
     conda:
         "../envs/alloy.yaml"
+    threads: 1
     params:
         settings=lambda w: as_json(ALLOY_PLAN.fields_settings(w.sample)),
-        code=code_digest(*ALLOY_CODE, "alloy/dump.py", "alloy/blocks.py", "alloy/md.py"),
+        code=code_digest(
+            *ALLOY_CODE,
+            "alloy/dump.py",
+            "alloy/blocks.py",
+            *(["alloy/md.py"] if ALLOY["eigenstrain"] else []),
+        ),
     shell:
         "latentmech alloy fields --dump {input.dump:q} --fields {output.fields:q} "
         "--settings {params.settings:q} --code {params.code} > {log:q} 2>&1"
@@ -234,7 +240,7 @@ rule alloy_design_summary:
     conda:
         "../envs/alloy.yaml"
     params:
-        settings=as_json(ALLOY_PLAN.design_settings("summary")),
+        settings=as_json(ALLOY_PLAN.design_summary_settings()),
         code=code_digest(*ALLOY_PLOT_CODE, "alloy/design.py"),
     shell:
         "latentmech alloy design-summary --dataset {input.dataset:q} "

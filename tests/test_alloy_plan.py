@@ -157,6 +157,27 @@ def test_training_workdir_follows_settings_and_code() -> None:
     assert design["method"] == "fixed" and "methods" not in design
     assert design["elements"] == ["Ni", "Co", "Cr"]
     assert design["candidates"] == config["alloy"]["design"]["candidates"]
+    assert not {"k", "n_clusters", "isomap_neighbors"} & set(design)  # the summary's, not Alg. 2's
+    assert set(p.design_summary_settings()) == {"k", "n_clusters", "isomap_neighbors", "seed"}
+
+
+def test_md_settings_carry_only_what_changes_a_cells_run() -> None:
+    p = plan(validated(raw_config()))
+    random, annealed = p.md_settings("random_000")["md"], p.md_settings("sro800_000")["md"]
+    assert "md_steps" not in random and "swap_fraction" not in random
+    assert annealed["md_steps"] == raw_config()["alloy"]["md"]["md_steps"]
+    assert not {"eigenstrain_method", "eigenstrain_box"} & (set(random) | set(annealed))
+
+
+def test_a_misspelt_md_key_or_missing_potential_fails_at_plan_time() -> None:
+    config = raw_config()
+    config["alloy"]["md"]["md_stpes"] = 10
+    with pytest.raises(InputError, match="md_stpes"):
+        plan(validated(config))
+    config = raw_config()
+    config["alloy"]["md"]["potential"] = {"style": "eam/alloy", "file": "/nowhere/CoCrNi.eam"}
+    with pytest.raises(InputError, match="nowhere"):
+        plan(validated(config))
 
 
 # -- the split ------------------------------------------------------------------------------------

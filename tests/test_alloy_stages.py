@@ -224,7 +224,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for method, design in zip(p.methods, designs, strict=True):
         stages.design(*inputs, design, p.design_settings(method))
     stages.design_summary(path["dataset"], designs, path["design"], path["clusters"],
-                          path["fig_design"], p.design_settings("summary"))  # fmt: skip
+                          path["fig_design"], p.design_summary_settings())  # fmt: skip
     return {"plan": p, "path": path, "designs": designs}
 
 

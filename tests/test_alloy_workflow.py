@@ -125,10 +125,14 @@ def test_nothing_to_do_then_only_what_a_change_touches(alloy_run: Path) -> None:
     jobs = planned_jobs(alloy_run, *targets)
     assert jobs["alloy_fields"] == 5 and "alloy_md" not in jobs  # no new LAMMPS runs
     config = tiny_alloy_config()
-    config["alloy"]["md"]["md_steps"] = 40
+    config["alloy"]["md"]["md_steps"] = 40  # an anneal setting: the annealed cell alone reruns
     write_config(alloy_run / "config.yaml", config)
     jobs = planned_jobs(alloy_run, *targets)
-    assert jobs["alloy_md"] == 5 and jobs["alloy_train_cvae"] == 1  # every cell's settings changed
+    assert jobs["alloy_md"] == 1 and jobs["alloy_fields"] == 1 and jobs["alloy_train_cvae"] == 1
+    config = tiny_alloy_config()
+    config["alloy"]["design"]["n_clusters"] = 3  # the summary's setting: Algorithm 2 stays
+    write_config(alloy_run / "config.yaml", config)
+    assert planned_jobs(alloy_run, *targets) == {"alloy_design_summary": 1}
     write_config(alloy_run / "config.yaml", tiny_alloy_config())
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from latentmech import __version__
-from latentmech.core.errors import InputError
+from latentmech.core.errors import ExternalToolError, InputError
 
 
 @dataclass(frozen=True)
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _run(args)
-    except (InputError, FileNotFoundError) as exc:
+    except (InputError, FileNotFoundError, ExternalToolError) as exc:
         print(f"latentmech: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -185,13 +185,13 @@ def _periodic_images(
 
 
 def _pairs_within(
-    tree: cKDTree, queries: np.ndarray, cutoff: float, owners: np.ndarray
+    tree: cKDTree, queries: np.ndarray, cutoff: float, owners: np.ndarray, workers: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     """All (i, j) with atom j's point (or image) closer than ``cutoff`` to query i, i ≠ j."""
     n = len(queries)
     k = min(_INITIAL_NEIGHBOURS + 1, tree.n)
     while True:
-        distances, found = tree.query(queries, k=k, distance_upper_bound=cutoff, workers=-1)
+        distances, found = tree.query(queries, k=k, distance_upper_bound=cutoff, workers=workers)
         distances, found = distances.reshape(n, -1), found.reshape(n, -1)
         full = np.isfinite(distances[:, -1]).any()
         if not full or k == tree.n:
@@ -204,7 +204,7 @@ def _pairs_within(
 
 
 def _first_shell_wrapped(
-    frac: np.ndarray, matrix: np.ndarray, cutoff: float
+    frac: np.ndarray, matrix: np.ndarray, cutoff: float, workers: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour pairs from wrapped fractional coordinates (see :func:`first_shell`)."""
     widths = perpendicular_widths(matrix)
@@ -225,7 +225,7 @@ def _first_shell_wrapped(
         points, owners = _periodic_images(frac, matrix, cutoff / widths)
         wrapped = points[: len(frac)]
         tree = cKDTree(points)
-    return _pairs_within(tree, wrapped, cutoff, owners)
+    return _pairs_within(tree, wrapped, cutoff, owners, workers)
 
 
 def first_shell(
@@ -233,6 +233,7 @@ def first_shell(
     matrix: np.ndarray,
     origin: np.ndarray,
     cutoff: float | None = None,
+    workers: int = -1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """First-shell neighbour pairs (i, j) of a periodic cell, both directions, sorted by i.
 
@@ -240,12 +241,13 @@ def first_shell(
     periodic boundaries of the cell ``origin + f @ matrix`` (rows = edge vectors). Orthogonal
     cells use scipy's periodic ``cKDTree``; triclinic ones a ``cKDTree`` over the atoms plus
     their images within the cutoff of the faces. Raises :class:`BlockError` when the cell is
-    narrower than twice the cutoff (an atom would meet its own image).
+    narrower than twice the cutoff (an atom would meet its own image). ``workers``: threads of
+    the k-d tree query (−1: every CPU).
     """
     frac = fractional_coordinates(positions, matrix, origin)
     matrix = np.asarray(matrix, dtype=np.float64)
     cutoff = fcc_cutoff(matrix, len(frac)) if cutoff is None else float(cutoff)
-    return _first_shell_wrapped(frac, matrix, cutoff)
+    return _first_shell_wrapped(frac, matrix, cutoff, workers)
 
 
 def block_indices(
@@ -391,8 +393,11 @@ def block_fields(
     max_bad_fraction: float = 0.01,
     reference: Literal["cell", "block"] = "cell",
     shell_size: int = FCC_SHELL_SIZE,
+    workers: int = -1,
 ) -> dict[str, np.ndarray]:
     """Block-averaged fields of one periodic cell (section 4.1.1), laid out [..., bx, by, bz].
+
+    ``workers``: threads of the neighbour search (−1: every CPU; a job gives its own count).
 
     Returns ``concentration`` (n_types, r, r, r) atom fractions (all types; the model takes the
     first n_types − 1), ``wc`` (n_types², r, r, r) block mean over type-i atoms of α_ij at index
@@ -426,7 +431,7 @@ def block_fields(
         raise BlockError("cell", f"block {tuple(int(e) for e in empty)} of {r}×{r}×{r}",
                          "at least one atom in every block: fewer blocks or a larger cell")  # fmt: skip
 
-    pairs = _first_shell_wrapped(frac, matrix, cutoff)
+    pairs = _first_shell_wrapped(frac, matrix, cutoff, workers)
     histogram = _check_shells(np.bincount(pairs[0], minlength=n), shell_size, max_bad_fraction)
     alpha = warren_cowley_atoms(types, pairs, n_types, reference, block)
 

@@ -21,7 +21,8 @@ Choices where the paper is silent or approximate (each a parameter where it matt
 * **Variables.** The optimised c is the model's input: the first n_el − 1 concentrations
   (Ni, Co), min–max normalised. The last element (Cr) is 1 − Σ of the others in *physical*
   units, normalised by its own stored scaler (the paper: "c_Cr = 1 − (c_Ni + c_Co)").
-  Concentrations are not clipped to [0, 1] (the paper does not say).
+  After every step the candidates are put back into ``bounds`` (default the simplex of atom
+  fractions; :func:`project`), which the paper does not say.
 * **Fixed w.** The paper sets every normalised WC parameter to "0.5", the approximate image of
   physical 0; we use the scalers' exact image of 0 (``wc_scaler.transform(0)``). Likewise
   c_equi is each element's exact normalised image of 1/n_el (not 0.5 for all).

@@ -485,10 +485,13 @@ def _skip_atoms(buffer: _DumpBuffer, header: _Header) -> None:
     """Move the cursor past a snapshot's atom lines without parsing them."""
     end, lines = _skip_lines(buffer.array, header.atoms_offset, header.n_atoms)
     if lines < header.n_atoms:
+        # a last line without its newline is a cut atom line: name it, not the one after it
+        cut = lines > 0 and end > 0 and buffer.array[end - 1] != 10
+        complete = lines - 1 if cut else lines
         raise DumpError(
             buffer.path,
-            f"snapshot {header.index}, line {header.atoms_line + lines}",
-            f"file ends after {lines} of {header.n_atoms} atom lines (NUMBER OF ATOMS)",
+            f"snapshot {header.index}, line {header.atoms_line + complete}",
+            f"file ends after {complete} of {header.n_atoms} atom lines (NUMBER OF ATOMS)",
         )
     buffer.offset = end
     buffer.line = header.atoms_line + header.n_atoms

@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from latentmech.core.errors import InputError
+from latentmech.core.errors import ExternalToolError, InputError
 from latentmech.core.jsonconfig import JsonConfig
 from latentmech.core.store import atomic_path
 
@@ -119,7 +119,7 @@ RESULT_MARKER = "LATENTMECH_RESULT"
 LOG_TAIL_LINES = 20
 
 
-class LammpsError(RuntimeError):
+class LammpsError(ExternalToolError):
     """LAMMPS failed; the message carries LAMMPS's error and the last lines of its log."""
 
 
@@ -677,14 +677,15 @@ def block_index(positions: np.ndarray, matrix: np.ndarray, origin: np.ndarray,
                 blocks: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Flat block index ``(ix·r + iy)·r + iz`` and the position inside the block (fractional).
 
-    Blocks are the r³ equal parallelepipeds of the fractional cell (positions wrapped by
-    fractional mod 1), the grid of :mod:`latentmech.alloy.blocks`.
+    The grid of :mod:`latentmech.alloy.blocks` (its fractional wrap and block assignment), so
+    a block's eigenstrain and its concentrations and stress come from the same atoms.
     """
-    fractional = np.mod((positions - origin) @ np.linalg.inv(matrix), 1.0)
-    scaled = fractional * blocks
-    cell = np.minimum(np.floor(scaled).astype(np.int64), blocks - 1)
-    local = np.clip(scaled - cell, 0.0, np.nextafter(1.0, 0.0))
-    flat = (cell[:, 0] * blocks + cell[:, 1]) * blocks + cell[:, 2]
+    from latentmech.alloy.blocks import block_indices, fractional_coordinates
+
+    flat = block_indices(positions, matrix, origin, blocks)
+    scaled = fractional_coordinates(positions, matrix, origin) * blocks
+    local = np.mod(scaled, 1.0)
+    local[local >= 1.0] = 0.0
     return flat, local
 
 

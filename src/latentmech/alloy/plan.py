@@ -22,6 +22,13 @@ from latentmech.core.schema import load_schema, validate
 
 SPLITS = ("train", "val", "test")
 METHODS = ("random", "fixed")
+#: MD settings that only an annealed cell's run uses, and those only the eigenstrain uses.
+ANNEAL_KEYS = frozenset({"md_steps", "mc_every", "swap_fraction", "timestep",
+                         "temperature_damping", "pressure_damping", "quench_temperature",
+                         "quench_steps"})  # fmt: skip
+EIGENSTRAIN_KEYS = frozenset({"eigenstrain_method", "eigenstrain_box"})
+#: Design settings only the summary (Fig. 7, SI Table 2) uses.
+SUMMARY_KEYS = ("k", "n_clusters", "isomap_neighbors")
 
 
 def sample_seed(base: int, name: str) -> int:
@@ -79,7 +86,24 @@ class AlloyPlan:
             raise InputError("config", "alloy.samples",
                              f"at least 3 samples (train, val and test), got {len(self.samples)}")  # fmt: skip
         self._check_fields()
+        self._check_md()
         self.split()  # a split without training, validation or test samples fails here
+
+    def _check_md(self) -> None:
+        """LAMMPS settings and the potential checked before any job (a typo fails now)."""
+        if self.sheet is not None and not self.config["eigenstrain"]:
+            return
+        from latentmech.alloy import md
+
+        values = dict(self.config["md"]) | {"elements": list(self.config["elements"]),
+                                            "anneal_temperature": 1000.0}  # fmt: skip
+        try:
+            settings = md.MDSettings.from_dict(values, source="config (alloy.md)")
+        except InputError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise InputError("config", "alloy.md", f"valid LAMMPS settings: {error}") from None
+        md.pair_commands(settings)
 
     def _check_fields(self) -> None:
         """The model's fields must be computed: eigenstrain only with ``alloy.eigenstrain``."""
@@ -161,10 +185,14 @@ class AlloyPlan:
     # -- settings per rule -------------------------------------------------------------------
 
     def md_settings(self, sample: str) -> dict[str, Any]:
-        md = dict(self.config["md"])
+        """One cell's LAMMPS settings: only the keys that change its run, so that editing an
+        anneal setting reruns the annealed cells alone and an eigenstrain setting none."""
+        temperature = self.samples[sample]["temperature"]
+        skip = EIGENSTRAIN_KEYS | (ANNEAL_KEYS if temperature is None else set())
+        md = {k: v for k, v in self.config["md"].items() if k not in skip}
         md["elements"] = list(self.config["elements"])
         md["seed"] = sample_seed(self.config["samples"]["seed"], sample)
-        md["anneal_temperature"] = self.samples[sample]["temperature"]
+        md["anneal_temperature"] = temperature
         return {"sample": sample, "md": md}
 
     def fields_settings(self, sample: str) -> dict[str, Any]:
@@ -177,7 +205,7 @@ class AlloyPlan:
             "eigenstrain": bool(self.config["eigenstrain"]),
         }
         if settings["eigenstrain"]:
-            md = dict(self.config["md"])
+            md = {k: v for k, v in self.config["md"].items() if k not in ANNEAL_KEYS}
             md["elements"] = list(self.config["elements"])
             settings["md"] = md
         return settings
@@ -208,9 +236,15 @@ class AlloyPlan:
         return dict(self.config["sampling"]) | {"threads": self.config["cvae"]["threads"]}
 
     def design_settings(self, method: str) -> dict[str, Any]:
-        design = {k: v for k, v in self.config["design"].items() if k != "methods"}
+        """Algorithm 2's settings for one latent method (the summary's keys stay out of it)."""
+        design = {k: v for k, v in self.config["design"].items()
+                  if k not in {"methods", *SUMMARY_KEYS}}  # fmt: skip
         return design | {"method": method, "elements": list(self.config["elements"]),
                          "threads": self.config["cvae"]["threads"]}  # fmt: skip
+
+    def design_summary_settings(self) -> dict[str, Any]:
+        """The summary's own settings: the self-check threshold it counts against, clusters."""
+        return {k: self.config["design"][k] for k in (*SUMMARY_KEYS, "seed")}
 
     @property
     def methods(self) -> list[str]:

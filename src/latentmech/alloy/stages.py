@@ -56,8 +56,8 @@ def md(dump: Path, lammps_log: Path, settings: Settings, code: str = "") -> None
 def _snapshot(dump: Path, settings: Settings) -> Any:
     from latentmech.alloy.dump import read_dump
 
-    index = settings.get("snapshot")
-    snapshots = read_dump(dump, snapshot=None if index is None else int(index),
+    index = settings.get("snapshot")  # default the last: the other blocks are skipped, not parsed
+    snapshots = read_dump(dump, snapshot=-1 if index is None else int(index),
                           stress=settings.get("stress") or "auto", require_stress=True)  # fmt: skip
     return snapshots[-1]
 
@@ -73,12 +73,17 @@ def fields(dump: Path, fields: Path, settings: Settings, code: str = "") -> None
         raise InputError(dump, f"snapshot at timestep {snap.timestep}, column type",
                          f"atom types 1..{len(elements)} (alloy.elements {elements}); found "
                          f"{sorted(set(snap.types[bad].tolist()))[:10]}")  # fmt: skip
+    if not all(snap.box.periodic):
+        raise InputError(dump, f"snapshot at timestep {snap.timestep}, ITEM: BOX BOUNDS",
+                         "periodic boundaries (pp) in x, y and z: the block fields and the first "
+                         f"shells assume a periodic cell, got periodic = {snap.box.periodic}")  # fmt: skip
     grid = settings["blocks"]
     try:
         out = blocks.block_fields(snap.positions, snap.types, snap.stress, snap.box.matrix,
                                   snap.box.origin, blocks=grid["r"], n_types=len(elements),
                                   cutoff=grid["cutoff"], reference=grid["reference"],
-                                  max_bad_fraction=grid["max_bad_fraction"])  # fmt: skip
+                                  max_bad_fraction=grid["max_bad_fraction"],
+                                  workers=int(settings.get("threads", 1)))  # fmt: skip
     except blocks.BlockError as error:
         raise InputError(dump, f"snapshot at timestep {snap.timestep}", str(error)) from None
     r = int(grid["r"])
@@ -94,8 +99,12 @@ def fields(dump: Path, fields: Path, settings: Settings, code: str = "") -> None
         from latentmech.alloy import md as molecular
 
         config = molecular.MDSettings.from_dict(settings["md"])
-        strain = molecular.block_eigenstrain(snap.positions, snap.types, snap.box.matrix,
-                                             snap.box.origin, r, config)  # fmt: skip
+        try:
+            strain = molecular.block_eigenstrain(snap.positions, snap.types, snap.box.matrix,
+                                                 snap.box.origin, r, config)  # fmt: skip
+        except (InputError, molecular.LammpsError) as error:
+            raise InputError(dump, f"snapshot at timestep {snap.timestep}, eigenstrain",
+                             str(error)) from None  # fmt: skip
         data["eigenstrain"] = (("strain", "x", "y", "z"), np.asarray(strain)[None])
         coords["strain"] = ["volumetric"]
     ds = xr.Dataset(data, coords=coords)
@@ -644,6 +653,7 @@ def design_summary(dataset: Path, designs: Sequence[Path], table: Path, clusters
 
     ds = _load_dataset(dataset)
     tau2_train, variance_train = _training_statistics(ds)
+    scaler = _scalers(ds)["concentration"]
     rows, cluster_rows, panels = [], [], []
     for path in designs:
         result = open_zarr(path)
@@ -664,9 +674,13 @@ def design_summary(dataset: Path, designs: Sequence[Path], table: Path, clusters
                      "mre_w": float(np.mean(result["mre_w"])),
                      "fraction_self_checked": float(np.mean(mre <= float(settings["k"])))})  # fmt: skip
         elements = [str(e) for e in np.asarray(result["element"])]
+        # SI Table 2 gives min-max normalised means (equiatomic ≈ 0.5): both are listed
+        normalised = scaler.transform(found.means, axis=1)
         for k in range(found.means.shape[0]):
             cluster_rows.append({"method": method, "cluster": k + 1, "size": int(found.sizes[k]),
-                                 **{e: float(found.means[k, j]) for j, e in enumerate(elements)}})  # fmt: skip
+                                 **{e: float(found.means[k, j]) for j, e in enumerate(elements)},
+                                 **{f"{e}_normalised": float(normalised[k, j])
+                                    for j, e in enumerate(elements)}})  # fmt: skip
         panels.append((method, result, found, mre))
     write_table(pd.DataFrame(rows), table)
     write_table(pd.DataFrame(cluster_rows), clusters)

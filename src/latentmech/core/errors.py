@@ -18,3 +18,11 @@ class InputError(ValueError):
         self.problem = problem
         place = f" ({where})" if where else ""
         super().__init__(f"{self.source}{place}: {problem}")
+
+
+class ExternalToolError(RuntimeError):
+    """An external program the workflow drives (LAMMPS, DAMASK_grid …) failed on its input.
+
+    The message carries the program's own error and the end of its log, so the user can fix
+    the input (a potential file, a setting) from the Snakemake log alone.
+    """
