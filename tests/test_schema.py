@@ -86,3 +86,42 @@ def test_default_materials_are_the_generators() -> None:
 
     configured = [MaterialSpec.from_dict(m) for m in _config()["dic"]["synthetic"]["materials"]]
     assert configured == list(DEFAULT_MATERIALS)
+
+
+def _alloy_model_schema() -> dict:
+    return SCHEMA["$defs"]["alloy"]["properties"]["cvae"]["properties"]["model"]
+
+
+def test_alloy_model_schema_covers_every_configurable_cvae_width() -> None:
+    """The schema lists exactly the CVAEConfig fields a user sets (the data sets the others),
+    with the code's choices, so a typo fails when the config is read, not in training."""
+    from latentmech.alloy import cvae
+
+    from_data = {"blocks", "conditions", "target_channels"}
+    properties = _alloy_model_schema()["properties"]
+    assert set(properties) == set(cvae.CVAEConfig.__dataclass_fields__) - from_data
+    assert tuple(properties["decoder_conditions"]["enum"]) == cvae.DECODER_CONDITIONS
+    assert set(properties["activation"]["enum"]) == set(cvae.ACTIVATIONS)
+    assert tuple(properties["condition_activation"]["enum"]) == cvae.CONDITION_ACTIVATIONS
+    assert tuple(properties["padding_mode"]["enum"]) == cvae.PADDING_MODES
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [("latent_dimension", 16, r"alloy\.cvae\.model\).*latent_dimension"),
+     ("kernel_size", 4, r"alloy\.cvae\.model\.kernel_size\)"),
+     ("decoder_widths", [8, 0], r"alloy\.cvae\.model\.decoder_widths\.1\)"),
+     ("activation", "gelu", r"alloy\.cvae\.model\.activation\).*gelu")],
+)  # fmt: skip
+def test_bad_alloy_model_setting_is_named_when_read(key: str, value: object, named: str) -> None:
+    config = _config()
+    config["alloy"]["cvae"]["model"][key] = value
+    with pytest.raises(InputError, match=named):
+        validate(config, SCHEMA, "config.yaml")
+
+
+def test_alloy_model_gets_no_schema_defaults() -> None:
+    """A key left out keeps CVAEConfig's (the paper's) value: the schema fills nothing in."""
+    config = _config()
+    config["alloy"]["cvae"]["model"] = {"latent_dim": 8}
+    assert validate(config, SCHEMA, "config.yaml")["alloy"]["cvae"]["model"] == {"latent_dim": 8}
