@@ -705,59 +705,6 @@ class MinMax:
 # metrics
 
 
-def mean_relative_error(
-    reconstruction: Array, reference: Array, channel_axis: int | None = None
-) -> float | np.ndarray:
-    """Eq. 5: the mean over all blocks of all samples of |rec − ref| / |ref| (physical values).
-
-    ``channel_axis`` None: one number over every entry; an axis: one MRE per channel (Eq. 5
-    is written per stress component). Entries whose reference is exactly 0 have no relative
-    error and are left out.
-    """
-    rec, ref = _numpy(reconstruction), _numpy(reference)
-    ok = ref != 0
-    error = np.where(ok, np.abs(rec - ref) / np.where(ok, np.abs(ref), 1.0), 0.0)
-    if channel_axis is None:
-        return float(error[ok].mean())
-    return _per_channel(error, ok, channel_axis)
-
-
-def scaled_mean_relative_error(
-    reconstruction: Array, reference: Array, threshold: float = 0.01,
-    channel_axis: int | None = None,
-) -> float | np.ndarray:  # fmt: skip
-    """The MRE the authors' public code reports: on min–max scaled values, over the entries
-    whose scaled reference is ≥ ``threshold`` (0.01), mean of |rec − ref| / |ref|.
-
-    The threshold keeps the entries near the training minimum (scaled 0), whose relative error
-    is huge, out of the mean; the value is therefore not comparable to :func:`mean_relative_error`.
-    """
-    rec, ref = _numpy(reconstruction), _numpy(reference)
-    ok = ref >= threshold
-    error = np.where(ok, np.abs(rec - ref) / np.where(ok, np.abs(ref), 1.0), 0.0)
-    if channel_axis is None:
-        return float(error[ok].mean()) if ok.any() else float("nan")
-    return _per_channel(error, ok, channel_axis)
-
-
-def r2_score(
-    prediction: Array, reference: Array, channel_axis: int | None = None
-) -> float | np.ndarray:
-    """Coefficient of determination 1 − Σ(ref − pred)² / Σ(ref − mean(ref))².
-
-    Over every entry (``channel_axis`` None: the paper's Fig. 4 pools all blocks), or per
-    channel (mean and sums over the other axes).
-    """
-    pred, ref = _numpy(prediction), _numpy(reference)
-    if channel_axis is None:
-        return float(1.0 - np.sum((ref - pred) ** 2) / np.sum((ref - ref.mean()) ** 2))
-    p = np.moveaxis(pred, channel_axis, 0).reshape(pred.shape[channel_axis], -1)
-    q = np.moveaxis(ref, channel_axis, 0).reshape(ref.shape[channel_axis], -1)
-    residual = np.sum((q - p) ** 2, axis=1)
-    total = np.sum((q - q.mean(axis=1, keepdims=True)) ** 2, axis=1)
-    return 1.0 - residual / total
-
-
 def condition_mre(predicted: Array, reference: Array) -> Array:
     """Per row: the mean over the condition vector (last axis) of |pred − ref| / |ref|.
 
@@ -774,10 +721,3 @@ def _numpy(x: Array) -> np.ndarray:
     if torch.is_tensor(x):
         return x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
-
-
-def _per_channel(error: np.ndarray, ok: np.ndarray, axis: int) -> np.ndarray:
-    e = np.moveaxis(error, axis, 0).reshape(error.shape[axis], -1)
-    m = np.moveaxis(ok, axis, 0).reshape(ok.shape[axis], -1)
-    with np.errstate(invalid="ignore"):
-        return e.sum(axis=1) / m.sum(axis=1)

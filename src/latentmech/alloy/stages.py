@@ -327,6 +327,7 @@ def _metric_rows(split: str, rec: Mapping[str, np.ndarray], scaled_ref: np.ndarr
                  scaler: Any, baseline: np.ndarray, names: Sequence[str],
                  component_names: Sequence[str]) -> list[dict[str, Any]]:  # fmt: skip
     from latentmech.alloy import cvae
+    from latentmech.core.metrics import mean_relative_error, r2_score, scaled_mean_relative_error
 
     reference = scaler.inverse(scaled_ref.astype(np.float64), axis=1)
     physical = scaler.inverse(rec["reconstruction"], axis=1)
@@ -335,11 +336,11 @@ def _metric_rows(split: str, rec: Mapping[str, np.ndarray], scaled_ref: np.ndarr
     for label, prediction, scaled in (("model", physical, rec["reconstruction"]),
                                       ("training mean", mean_field,
                                        scaler.transform(mean_field, axis=1))):  # fmt: skip
-        values = {"mre": cvae.mean_relative_error(prediction, reference),
-                  "mre_scaled": cvae.scaled_mean_relative_error(scaled, scaled_ref),
-                  "r2": cvae.r2_score(prediction, reference)}  # fmt: skip
-        per = {"mre": cvae.mean_relative_error(prediction, reference, channel_axis=1),
-               "r2": cvae.r2_score(prediction, reference, channel_axis=1)}  # fmt: skip
+        values = {"mre": mean_relative_error(prediction, reference),
+                  "mre_scaled": scaled_mean_relative_error(scaled, scaled_ref),
+                  "r2": r2_score(prediction, reference)}  # fmt: skip
+        per = {"mre": mean_relative_error(prediction, reference, channel_axis=1),
+               "r2": r2_score(prediction, reference, channel_axis=1)}  # fmt: skip
         for metric, value in values.items():
             rows.append({"split": split, "predictor": label, "metric": metric,
                          "component": "all", "value": float(value)})  # fmt: skip
