@@ -404,7 +404,18 @@ def test_unknown_item_and_bad_box(tmp_path: Path) -> None:
         + HEADER.format(n=1)
         + "ITEM: ATOMS id type x y z\n1 1 0 0 0\n"
     )
-    assert read_dump(_write_text(tmp_path / "units.dump", units))[0].timestep == 7
+    frame = read_dump(_write_text(tmp_path / "units.dump", units))[0]
+    assert (frame.timestep, frame.units) == (7, "metal")
+    assert (
+        read_dump(_write_text(tmp_path / "none.dump", units[len("ITEM: UNITS\nmetal\n") :]))[
+            0
+        ].units
+        is None
+    )
+    with pytest.raises(DumpError, match=r"line 2\): file ends; expected the unit style"):
+        read_dump(_write_text(tmp_path / "cut.dump", "ITEM: UNITS\n"))
+    write_dump(tmp_path / "again.dump", [frame])
+    assert read_dump(tmp_path / "again.dump")[0].units == "metal"
 
 
 def test_writer_leaves_no_partial_file(tmp_path: Path) -> None:

@@ -137,6 +137,23 @@ def test_atom_types_beyond_the_elements_are_named(real_data: Path, tmp_path: Pat
 
 
 @pytest.mark.realdata
+def test_units_other_than_metal_are_refused(real_data: Path, tmp_path: Path) -> None:
+    """The GPa stress assumes metal units: a dump saying real units (atm·Å³) is refused, one
+    saying metal gives the fields of the same dump without the item."""
+    text = (real_data / STRESS_DUMP).read_text()
+    real = tmp_path / "real.dump"
+    real.write_text("ITEM: UNITS\nreal\n" + text)
+    _fails_cleanly(real, tmp_path / "real.zarr", fields_settings(),
+                   "ITEM: UNITS", "metal units", "'real'")  # fmt: skip
+    metal = tmp_path / "metal.dump"
+    metal.write_text("ITEM: UNITS\nmetal\n" + text)
+    stages.fields(metal, tmp_path / "metal.zarr", fields_settings())
+    stages.fields(real_data / STRESS_DUMP, tmp_path / "plain.zarr", fields_settings())
+    said, unsaid = open_zarr(tmp_path / "metal.zarr"), open_zarr(tmp_path / "plain.zarr")
+    np.testing.assert_array_equal(np.asarray(said["stress"]), np.asarray(unsaid["stress"]))
+
+
+@pytest.mark.realdata
 def test_a_dump_without_stress_is_named(real_data: Path, tmp_path: Path) -> None:
     _fails_cleanly(real_data / POSITIONS_DUMP, tmp_path / "f.zarr", fields_settings(),
                    "snapshot 0", "no per-atom stress columns", "['id', 'type', 'x', 'y', 'z']")  # fmt: skip

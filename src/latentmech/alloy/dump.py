@@ -26,7 +26,8 @@ What a reader has to decide, and what this one does:
   xy xz yz pp pp pp``; the bounding box is converted back to ``lo``/``hi`` as in the LAMMPS
   ``Howto_triclinic`` page) and general triclinic (``ITEM: BOX BOUNDS abc origin ...``, LAMMPS ≥
   2024). A boundary is periodic when its flag is ``pp``.
-* ``ITEM: UNITS`` and ``ITEM: TIME`` (``dump_modify units/time yes``) are accepted and ignored;
+* ``ITEM: UNITS`` (``dump_modify units yes``) is kept as :attr:`Snapshot.units` (None when the
+  file has no such item; values are never converted), ``ITEM: TIME`` is accepted and ignored;
   any other unknown item is an error.
 * Only numeric columns are read (an ``element`` column of names is refused with the line and
   column: dump ``type`` instead).
@@ -91,7 +92,7 @@ INTEGER_COLUMNS: frozenset[str] = frozenset({"ix", "iy", "iz", "mol", "proc", "p
 _VECTOR_STRESS = re.compile(r"^([cfv]_[^\[\]\s]+)\[1\]$")
 _IMAGE_COLUMNS = ("ix", "iy", "iz")
 _BOUNDARY_FLAGS = re.compile(r"^[pfsm]{2}$")
-_IGNORED_ITEMS = ("UNITS", "TIME")
+_IGNORED_ITEMS = ("TIME",)
 _GZIP_MAGIC = b"\x1f\x8b"
 _SHOWN = 40  # characters of an offending token or line quoted in a message
 #: Atom blocks of at least this many values are scanned in chunks on several threads.
@@ -148,7 +149,8 @@ class Snapshot:
     ``ids`` and ``types`` ``(n,)`` int64 (types 1-based as in LAMMPS), ``positions`` ``(n, 3)``
     Cartesian Å, ``stress`` ``(n, 6)`` (``xx yy zz xy xz yz``, file units, bar·Å³ for ``compute
     stress/atom``) or None, ``columns`` every other per-atom column by its dump name (float64,
-    int64 for :data:`INTEGER_COLUMNS`).
+    int64 for :data:`INTEGER_COLUMNS`), ``units`` the LAMMPS unit style of ``ITEM: UNITS``
+    (``metal``, ``real``, …) or None when the dump does not say.
     """
 
     timestep: int
@@ -158,6 +160,7 @@ class Snapshot:
     positions: np.ndarray
     stress: np.ndarray | None
     columns: dict[str, np.ndarray]
+    units: str | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -252,6 +255,7 @@ class _Header:
     column_names: tuple[str, ...]
     atoms_offset: int  # byte offset of the first atom line
     atoms_line: int  # 1-based line number of the first atom line
+    units: str | None  # ITEM: UNITS, if the snapshot has it
 
 
 class _DumpBuffer:
@@ -365,6 +369,8 @@ def _read_header(buffer: _DumpBuffer, index: int) -> _Header:
         place = f"{where}, line {line_number}"
         if item == "TIMESTEP":
             found["timestep"] = _integer(buffer, where, "the timestep")
+        elif item == "UNITS":
+            found["units"] = buffer.next_line(where, "the unit style of ITEM: UNITS").strip()
         elif item in _IGNORED_ITEMS:
             buffer.next_line(where, f"the value of ITEM: {item}")
         elif item == "NUMBER OF ATOMS":
@@ -406,6 +412,7 @@ def _atoms_header(
         column_names=tuple(names),
         atoms_offset=buffer.offset,
         atoms_line=buffer.line,
+        units=found.get("units"),  # type: ignore[arg-type]
     )
 
 
@@ -536,6 +543,7 @@ def _snapshot(
         positions=_sorted(positions, order),
         stress=_sorted(stress_values, order) if stress_names else None,
         columns={name: _sorted(column[name], order) for name in other_names[2:]},
+        units=header.units,
     )
 
 
@@ -1234,8 +1242,9 @@ def _snapshot_text(
         arrays += list(np.asarray(frame.stress).T)
     names += extra
     arrays += [frame.columns[name] for name in extra]
+    units = f"ITEM: UNITS\n{frame.units}\n" if frame.units else ""
     header = (
-        f"ITEM: TIMESTEP\n{frame.timestep}\nITEM: NUMBER OF ATOMS\n{frame.n_atoms}\n"
+        f"{units}ITEM: TIMESTEP\n{frame.timestep}\nITEM: NUMBER OF ATOMS\n{frame.n_atoms}\n"
         f"{_box_text(frame.box, float_format)}ITEM: ATOMS {' '.join(names)}\n"
     )
     return header.encode("ascii") + _rows_text(arrays, float_format).encode("ascii")

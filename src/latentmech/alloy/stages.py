@@ -77,6 +77,11 @@ def fields(dump: Path, fields: Path, settings: Settings, code: str = "") -> None
         raise InputError(dump, f"snapshot at timestep {snap.timestep}, ITEM: BOX BOUNDS",
                          "periodic boundaries (pp) in x, y and z: the block fields and the first "
                          f"shells assume a periodic cell, got periodic = {snap.box.periodic}")  # fmt: skip
+    if snap.units not in (None, "metal"):
+        raise InputError(dump, f"snapshot at timestep {snap.timestep}, ITEM: UNITS",
+                         "LAMMPS metal units (Å, per-atom stress × volume in bar·Å³), which the "
+                         f"block stress in GPa assumes; got {snap.units!r}: rerun with 'units "
+                         "metal' (a dump without ITEM: UNITS is read as metal)")  # fmt: skip
     grid = settings["blocks"]
     try:
         out = blocks.block_fields(snap.positions, snap.types, snap.stress, snap.box.matrix,
