@@ -125,3 +125,11 @@ def test_alloy_model_gets_no_schema_defaults() -> None:
     config = _config()
     config["alloy"]["cvae"]["model"] = {"latent_dim": 8}
     assert validate(config, SCHEMA, "config.yaml")["alloy"]["cvae"]["model"] == {"latent_dim": 8}
+
+
+def test_alloy_demo_model_is_cvae_demo_config() -> None:
+    """The benchmarks and tests time and check ``cvae.DEMO_CONFIG``: it is the default study's."""
+    from latentmech.alloy import cvae
+
+    configured = cvae.CVAEConfig.from_dict(_config()["alloy"]["cvae"]["model"])
+    assert configured == cvae.DEMO_CONFIG
