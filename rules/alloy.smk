@@ -5,15 +5,17 @@ from latentmech.alloy.plan import AlloyPlan
 
 ALLOY = config["alloy"]
 ALLOY_PLAN = AlloyPlan(ALLOY, RESULTS, SCHEMAS)
+# What each rule's code digest covers: the LAMMPS and fields jobs not alloy/stages.py (an edit
+# there must not rerun the MD), the training and Algorithm 2 not alloy/figures.py.
 ALLOY_CODE = [
     "__init__.py",
     "cli.py",
     "core/store.py",
     "core/errors.py",
     "core/jsonconfig.py",
-    "alloy/stages.py",
+    "alloy/atomistic.py",
 ]
-ALLOY_MODEL_CODE = [*ALLOY_CODE, "alloy/cvae.py"]
+ALLOY_MODEL_CODE = [*ALLOY_CODE, "alloy/stages.py", "alloy/cvae.py"]
 ALLOY_TRAIN_CODE = [
     *ALLOY_MODEL_CODE,
     "core/train.py",
@@ -21,7 +23,7 @@ ALLOY_TRAIN_CODE = [
     "core/workflow.py",
     "core/nn.py",
 ]
-ALLOY_PLOT_CODE = [*ALLOY_MODEL_CODE, "core/plots.py"]
+ALLOY_PLOT_CODE = [*ALLOY_MODEL_CODE, "alloy/figures.py", "core/plots.py"]
 ALLOY_DATASET = ALLOY_PLAN.path("fields.zarr")
 ALLOY_MODEL = ALLOY_PLAN.path("cvae", "model.pt")
 ALLOY_SIDECAR = ALLOY_PLAN.path("cvae", "model.json")

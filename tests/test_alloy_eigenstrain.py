@@ -120,6 +120,7 @@ def test_fields_store_the_block_eigenstrain_of_the_dump(cells: dict) -> None:
     for sample in p.samples:
         ds = open_zarr(p.path("fields", f"{sample}.zarr"))
         assert ds["eigenstrain"].dims == ("strain", "x", "y", "z")
+        assert ds["eigenstrain"].attrs["units"] == "1"  # dimensionless
         assert labels(ds["strain"]).tolist() == ["volumetric"]
         assert np.all(np.asarray(ds["atoms"]) == 32)
         dump = read_orthogonal_dump(Path(p.dump(sample)))

@@ -270,6 +270,9 @@ def test_dataset_stacks_samples_with_split_and_training_scalers(chain: dict) -> 
     stored = json.loads(path["scalers"].read_text())
     assert stored["scalers"] == ds.attrs["scalers"]
     assert stored["fields"] == ["concentration", "stress", "wc"]
+    units = {name: ds[name].attrs.get("units") for name in ds.data_vars}
+    assert units == {"concentration": "atom fraction", "wc": "1", "stress": "GPa",
+                     "atoms": "count"}  # fmt: skip
     train = np.asarray(split) == "train"
     for name in stored["fields"]:
         values = np.asarray(ds[name])
@@ -349,6 +352,8 @@ def test_predictions_are_self_checked_realisations(chain: dict) -> None:
     test = labels(ds["split"]) == "test"
     assert [str(s) for s in out["input"].values] == [str(s) for s in ds["sample"].values[test]]
     assert out["prediction"].shape == (int(test.sum()), 2, 6, 2, 2, 2)
+    for name in ("prediction", "reference"):
+        assert out[name].attrs == {"field": "stress", "units": "GPa"}
     np.testing.assert_allclose(np.asarray(out["reference"]), np.asarray(ds["stress"])[test],
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     valid = np.asarray(out["valid"])
@@ -392,6 +397,10 @@ def test_design_candidates_are_concentration_fields_of_three_elements(chain: dic
         np.testing.assert_allclose(np.asarray(out["tau2_after"]),
                                    (tau**2).reshape(candidates, -1).mean(axis=1), rtol=1e-4)  # fmt: skip
         assert out["history"].shape[0] == TINY["design"]["iterations"] + 1
+        units = {name: out[name].attrs.get("units") for name in
+                 ("concentration", "initial_concentration", "stress", "tau2_after")}  # fmt: skip
+        assert units == {"concentration": "atom fraction", "initial_concentration": "atom fraction",
+                         "stress": "GPa", "tau2_after": "GPa2"}  # fmt: skip
         assert np.all(np.isfinite(np.asarray(out["mre_c"])))
 
 

@@ -2,13 +2,14 @@
 
 ``rules/alloy.smk`` rule ``alloy_<name>`` ↔ function ``<name>`` here ↔ ``latentmech alloy
 <name>``. Each takes paths and a ``settings`` mapping (the rule's ``params``) and writes its
-outputs atomically; the modules below (dump, md, blocks, cvae, sampling, design) only compute.
+outputs atomically; the modules (dump, md, blocks, cvae, sampling, design) only compute. The
+atomistic stages (``md``, ``fields``) are in :mod:`latentmech.alloy.atomistic` and the figures in
+:mod:`latentmech.alloy.figures`, each with its own code digest, so that an edit here reruns no
+LAMMPS job and a figure edit retrains nothing; ``md`` and ``fields`` are re-exported here.
 
-Stores: ``fields/{sample}.zarr`` holds one sample's block fields in physical units
-(``concentration (element, x, y, z)`` atom fractions, ``wc (pair, x, y, z)`` block-mean
-Warren–Cowley parameters, ``stress (component, x, y, z)`` GPa, optionally ``eigenstrain (x, y,
-z)``); ``fields.zarr`` stacks every sample along ``sample`` with its split, and carries the
-min–max scalers fitted on the training samples (attrs ``scalers``, also ``scalers.json``).
+Stores: ``fields.zarr`` stacks every sample's block fields (see ``atomistic``) along ``sample``
+with its split, keeps each field's ``units``, and carries the min–max scalers fitted on the
+training samples (attrs ``scalers``, also ``scalers.json``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from latentmech.alloy import figures
+from latentmech.alloy.atomistic import COMPONENTS, FIELD_DIMS, UNITS
+from latentmech.alloy.atomistic import fields as fields
+from latentmech.alloy.atomistic import md as md
 from latentmech.core.errors import InputError
 from latentmech.core.store import (
     atomic_path,
@@ -32,94 +37,6 @@ from latentmech.core.store import (
 )
 
 Settings = Mapping[str, Any]
-COMPONENTS = ("xx", "yy", "zz", "xy", "xz", "yz")
-#: Dataset fields a model can take as condition or target, and their channel dimension.
-FIELD_DIMS = {"concentration": "element", "wc": "pair", "stress": "component",
-              "eigenstrain": "strain"}  # fmt: skip
-
-
-def _pairs(elements: Sequence[str]) -> list[str]:
-    return [f"{a}-{b}" for a in elements for b in elements]
-
-
-# -- atomistic data -----------------------------------------------------------------------------
-
-
-def md(dump: Path, lammps_log: Path, settings: Settings, code: str = "") -> None:
-    """One LAMMPS sample: random or MD/MC-annealed cell, relaxed, per-atom stress dumped."""
-    from latentmech.alloy import md as molecular
-
-    config = molecular.MDSettings.from_dict(settings["md"])
-    molecular.run_sample(config, Path(dump), Path(lammps_log))
-
-
-def _snapshot(dump: Path, settings: Settings) -> Any:
-    from latentmech.alloy.dump import read_dump
-
-    index = settings.get("snapshot")  # default the last: the other blocks are skipped, not parsed
-    snapshots = read_dump(dump, snapshot=-1 if index is None else int(index),
-                          stress=settings.get("stress") or "auto", require_stress=True)  # fmt: skip
-    return snapshots[-1]
-
-
-def fields(dump: Path, fields: Path, settings: Settings, code: str = "") -> None:
-    """Block fields of one sample (section 4.1.1): concentrations, Warren–Cowley, stress (GPa)."""
-    from latentmech.alloy import blocks
-
-    elements = list(settings["elements"])
-    snap = _snapshot(Path(dump), settings)
-    bad = (snap.types < 1) | (snap.types > len(elements))
-    if bad.any():
-        raise InputError(dump, f"snapshot at timestep {snap.timestep}, column type",
-                         f"atom types 1..{len(elements)} (alloy.elements {elements}); found "
-                         f"{sorted(set(snap.types[bad].tolist()))[:10]}")  # fmt: skip
-    if not all(snap.box.periodic):
-        raise InputError(dump, f"snapshot at timestep {snap.timestep}, ITEM: BOX BOUNDS",
-                         "periodic boundaries (pp) in x, y and z: the block fields and the first "
-                         f"shells assume a periodic cell, got periodic = {snap.box.periodic}")  # fmt: skip
-    if snap.units not in (None, "metal"):
-        raise InputError(dump, f"snapshot at timestep {snap.timestep}, ITEM: UNITS",
-                         "LAMMPS metal units (Å, per-atom stress × volume in bar·Å³), which the "
-                         f"block stress in GPa assumes; got {snap.units!r}: rerun with 'units "
-                         "metal' (a dump without ITEM: UNITS is read as metal)")  # fmt: skip
-    grid = settings["blocks"]
-    try:
-        out = blocks.block_fields(snap.positions, snap.types, snap.stress, snap.box.matrix,
-                                  snap.box.origin, blocks=grid["r"], n_types=len(elements),
-                                  cutoff=grid["cutoff"], reference=grid["reference"],
-                                  max_bad_fraction=grid["max_bad_fraction"],
-                                  workers=int(settings.get("threads", 1)))  # fmt: skip
-    except blocks.BlockError as error:
-        raise InputError(dump, f"snapshot at timestep {snap.timestep}", str(error)) from None
-    r = int(grid["r"])
-    coords = {"element": elements, "pair": _pairs(elements), "component": list(COMPONENTS),
-              "x": np.arange(r), "y": np.arange(r), "z": np.arange(r)}  # fmt: skip
-    data = {
-        "concentration": (("element", "x", "y", "z"), out["concentration"]),
-        "wc": (("pair", "x", "y", "z"), out["wc"]),
-        "stress": (("component", "x", "y", "z"), out["stress"]),
-        "atoms": (("x", "y", "z"), out["atoms"]),
-    }
-    if settings["eigenstrain"]:
-        from latentmech.alloy import md as molecular
-
-        config = molecular.MDSettings.from_dict(settings["md"])
-        try:
-            strain = molecular.block_eigenstrain(snap.positions, snap.types, snap.box.matrix,
-                                                 snap.box.origin, r, config)  # fmt: skip
-        except (InputError, molecular.LammpsError) as error:
-            raise InputError(dump, f"snapshot at timestep {snap.timestep}, eigenstrain",
-                             str(error)) from None  # fmt: skip
-        data["eigenstrain"] = (("strain", "x", "y", "z"), np.asarray(strain)[None])
-        coords["strain"] = ["volumetric"]
-    ds = xr.Dataset(data, coords=coords)
-    ds["stress"].attrs["units"] = "GPa"
-    ds["concentration"].attrs["units"] = "atom fraction"
-    attrs = provenance("alloy_fields", settings, code) | {
-        "sample": settings["sample"], "dump": str(dump), "timestep": int(snap.timestep),
-        "atoms": int(snap.types.size), "volume_A3": float(snap.box.volume),
-    }  # fmt: skip
-    write_zarr(ds, fields, attrs=attrs)
 
 
 # -- dataset -------------------------------------------------------------------------------------
@@ -138,6 +55,8 @@ def dataset(fields: Sequence[Path], dataset: Path, scalers: Path, settings: Sett
                              f"{dict(part.sizes)} vs {dict(first.sizes)}")  # fmt: skip
     stacked = xr.concat(parts, dim="sample", coords="minimal", compat="override",
                         combine_attrs="drop")  # fmt: skip
+    for name in stacked.data_vars:  # "drop" also drops the variables' units: take them back
+        stacked[name].attrs = dict(first[name].attrs)
     stacked = stacked.assign_coords(sample=list(settings["samples"]),
                                     split=("sample", list(settings["split"])))  # fmt: skip
     train = np.asarray(stacked["split"]) == "train"
@@ -384,89 +303,9 @@ def evaluate(dataset: Path, model: Path, sidecar: Path, table: Path, reconstruct
     part, rec = results["test"]
     reference = scalers["target"].inverse(part["target"].astype(np.float64), axis=1)
     physical = scalers["target"].inverse(rec["reconstruction"], axis=1)
-    _figure_reconstruction(reference, physical, components, target, frame, reconstruction,
+    figures.figure_reconstruction(reference, physical, components, target, frame, reconstruction,
                            int(settings.get("examples", 3)))  # fmt: skip
-    _figure_conditions(rec, net.config.condition_names, conditions)
-
-
-def _figure_reconstruction(reference: np.ndarray, physical: np.ndarray,
-                           components: Sequence[str], target: str, frame: pd.DataFrame,
-                           figure: Path, examples: int) -> None:  # fmt: skip
-    """Fig. 4: relative errors, parity, value histograms; xx-component block slices."""
-    import matplotlib.pyplot as plt
-
-    from latentmech.core.plots import save_figure
-
-    test = frame[(frame["split"] == "test") & (frame["predictor"] == "model")]
-    mre = float(test.loc[(test["metric"] == "mre") & (test["component"] == "all"), "value"].iloc[0])
-    r2 = float(test.loc[(test["metric"] == "r2") & (test["component"] == "all"), "value"].iloc[0])
-    n = min(examples, reference.shape[0])
-    fig = plt.figure(figsize=(12, 4 + 2.2 * n), layout="constrained")
-    grid = fig.add_gridspec(1 + n, 4)
-    ok = reference != 0
-    relative = np.abs(physical - reference)[ok] / np.abs(reference)[ok]
-    ax = fig.add_subplot(grid[0, 0])
-    ax.hist(np.clip(relative, 0, 2), bins=40, color="tab:blue")
-    ax.set_xlabel("relative error (clipped at 2)")
-    ax.set_title(f"test MRE (Eq. 5) = {mre:.3f}")
-    ax = fig.add_subplot(grid[0, 1])
-    ax.scatter(reference.ravel(), physical.ravel(), s=3, alpha=0.4)
-    low, high = float(reference.min()), float(reference.max())
-    ax.plot([low, high], [low, high], "r-", lw=1)
-    ax.set_xlabel(f"reference {target}")
-    ax.set_ylabel("reconstruction")
-    ax.set_title(f"parity, R² = {r2:.3f}")
-    ax = fig.add_subplot(grid[0, 2:])
-    bins = np.linspace(low, high, 50)
-    ax.hist(reference.ravel(), bins=bins, alpha=0.6, label="reference")
-    ax.hist(physical.ravel(), bins=bins, alpha=0.6, label="reconstruction")
-    ax.legend()
-    ax.set_title(f"block values, all {len(components)} component(s)")
-    for i in range(n):
-        limit = float(np.abs(reference[i, 0]).max()) or 1.0
-        for j, (values, name) in enumerate(((reference[i, 0], "reference"),
-                                            (physical[i, 0], "reconstruction"))):  # fmt: skip
-            for k, z in enumerate((0, values.shape[-1] // 2)):
-                ax = fig.add_subplot(grid[1 + i, 2 * j + k])
-                image = ax.imshow(values[:, :, z].T, origin="lower", cmap="RdBu_r",
-                                  vmin=-limit, vmax=limit)  # fmt: skip
-                ax.set_title(f"test {i}: {name} {components[0]}, z block {z}", fontsize=8)
-                ax.set_xticks([])
-                ax.set_yticks([])
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    save_figure(fig, figure)
-
-
-def _figure_conditions(rec: Mapping[str, np.ndarray], names: Sequence[str],
-                       figure: Path) -> None:  # fmt: skip
-    """Fig. 5: condition relative errors and PCA of encoder vs smoother conditions (test set)."""
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-
-    from latentmech.alloy.cvae import condition_mre
-    from latentmech.core.plots import save_figure
-
-    fig, axes = plt.subplots(3, len(names), figsize=(4.5 * len(names), 11), layout="constrained",
-                             squeeze=False)  # fmt: skip
-    for col, n in enumerate(names):
-        enc, smooth = rec[f"encoder_{n}"], rec[f"smoother_{n}"]
-        error = np.abs(enc - smooth) / np.abs(smooth)
-        axes[0, col].hist(error.ravel(), bins=40, color="tab:green")
-        axes[0, col].set_title(f"{n}: MRE {float(np.mean(condition_mre(enc, smooth))):.3f}")
-        axes[0, col].set_xlabel("relative error, encoder vs smoother")
-        if len(smooth) >= 2:
-            pca = PCA(n_components=2).fit(smooth)
-            for values, label in ((smooth, "smoother (reference)"), (enc, "encoder")):
-                p = pca.transform(values)
-                axes[1, col].scatter(p[:, 0], p[:, 1], s=14, label=label, alpha=0.7)
-            axes[1, col].legend(fontsize=8)
-        axes[1, col].set_title(f"PCA of {n} conditions")
-        for i, color in zip(range(min(3, len(smooth))), ("C0", "C1", "C2"), strict=False):
-            axes[2, col].plot(smooth[i], "-", color=color, lw=1)
-            axes[2, col].plot(enc[i], ".", color=color, ms=3)
-        axes[2, col].set_title(f"{n}: reference (lines) and encoder (dots)")
-        axes[2, col].set_xlabel("condition vector entry")
-    save_figure(fig, figure)
+    figures.figure_conditions(rec, net.config.condition_names, conditions)
 
 
 # -- self-checked prediction (Algorithm 1, Fig. 6) -----------------------------------------------
@@ -512,6 +351,8 @@ def sample(dataset: Path, model: Path, sidecar: Path, predictions: Path, table: 
         },
         coords={"input": samples, channel: np.asarray(ds[channel]).astype(str)},
     )
+    for name in ("prediction", "reference"):
+        ds_out[name].attrs = {"field": target, **ds[target].attrs}
     summary = result.summary()
     write_zarr(ds_out, predictions, attrs=provenance("alloy_sample", settings, code) | summary)
     rows = [{"input": s, "attempts": int(a), "accepted": int(c),
@@ -525,41 +366,7 @@ def sample(dataset: Path, model: Path, sidecar: Path, predictions: Path, table: 
                  "acceptance_rate": result.acceptance_rate,
                  "reached_fraction": result.reached_fraction})  # fmt: skip
     write_table(pd.DataFrame(rows), table)
-    _figure_predictions(ds_out, names, settings, figure)
-
-
-def _figure_predictions(ds: xr.Dataset, names: Sequence[str], settings: Settings,
-                        figure: Path) -> None:  # fmt: skip
-    """Fig. 6: per input, the reference and the accepted realisations (first component, z = 0)."""
-    import matplotlib.pyplot as plt
-
-    from latentmech.core.plots import save_figure
-
-    n_inputs = min(int(settings.get("figure_inputs", 2)), ds.sizes["input"])
-    slots = ds.sizes["slot"]
-    fig, axes = plt.subplots(n_inputs, 1 + slots, figsize=(2.8 * (1 + slots), 2.9 * n_inputs),
-                             layout="constrained", squeeze=False)  # fmt: skip
-    component = str(np.asarray(ds[list(ds["reference"].dims)[1]])[0])
-    for i in range(n_inputs):
-        reference = np.asarray(ds["reference"][i, 0])
-        limit = float(np.abs(reference).max()) or 1.0
-        panels = [(reference, f"{ds['input'].values[i]}: reference")]
-        for s in range(slots):
-            if bool(ds["valid"][i, s]):
-                mre = ", ".join(f"{n} {float(ds[f'mre_{n}'][i, s]):.3f}" for n in names)
-                panels.append((np.asarray(ds["prediction"][i, s, 0]),
-                               f"draw {int(ds['draw'][i, s])}: MRE {mre}"))  # fmt: skip
-            else:
-                panels.append((None, "no accepted draw"))
-        for ax, (values, title) in zip(axes[i], panels, strict=True):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(title, fontsize=7)
-            if values is not None:
-                image = ax.imshow(values[:, :, 0].T, origin="lower", cmap="RdBu_r",
-                                  vmin=-limit, vmax=limit)  # fmt: skip
-        fig.colorbar(image, ax=axes[i, -1], shrink=0.8, label=f"{component} (z block 0)")
-    save_figure(fig, figure)
+    figures.figure_predictions(ds_out, names, settings, figure)
 
 
 # -- inverse design (Algorithm 2, Fig. 7, SI Table 2) --------------------------------------------
@@ -623,6 +430,11 @@ def design(dataset: Path, model: Path, sidecar: Path, design: Path, settings: Se
             "iteration": history["iteration"],
         },
     )
+    for name, units in (("concentration", UNITS["concentration"]),
+                        ("initial_concentration", UNITS["concentration"]),
+                        ("stress", UNITS["stress"]), ("tau2_before", "GPa2"),
+                        ("tau2_after", "GPa2")):  # fmt: skip
+        out[name].attrs["units"] = units
     summary = {k: float(v) for k, v in result.summary().items()}
     write_zarr(out, design, attrs=provenance("alloy_design", settings, code) | summary
                | {"method": settings["method"]})  # fmt: skip
@@ -690,36 +502,4 @@ def design_summary(dataset: Path, designs: Sequence[Path], table: Path, clusters
         panels.append((method, result, found, mre))
     write_table(pd.DataFrame(rows), table)
     write_table(pd.DataFrame(cluster_rows), clusters)
-    _figure_design(panels, tau2_train, variance_train, settings, figure)
-
-
-def _figure_design(panels: Sequence[tuple], tau2_train: np.ndarray, variance_train: np.ndarray,
-                   settings: Settings, figure: Path) -> None:  # fmt: skip
-    """Fig. 7: per method, self-check MRE, concentration variance, ⟨τ_p²⟩ histograms, Isomap."""
-    import matplotlib.pyplot as plt
-
-    from latentmech.core.plots import save_figure
-
-    fig, axes = plt.subplots(len(panels), 4, figsize=(16, 3.6 * len(panels)),
-                             layout="constrained", squeeze=False)  # fmt: skip
-    for row, (method, result, found, mre) in zip(axes, panels, strict=True):
-        row[0].hist(mre, bins=30, color="tab:red")
-        row[0].axvline(float(settings["k"]), color="k", ls="--", lw=1)
-        row[0].set_title(f"{method} latent: self-check MRE (max of c, w)")
-        variance = np.asarray(result["variance_after"]).mean(axis=1)
-        row[1].hist(variance_train, bins=20, alpha=0.6, density=True, label="training")
-        row[1].hist(variance, bins=30, alpha=0.6, density=True, label="optimised")
-        row[1].set_title("concentration variance over blocks")
-        row[1].legend(fontsize=8)
-        row[2].hist(tau2_train, bins=20, alpha=0.6, density=True, label="training")
-        row[2].hist(np.asarray(result["tau2_after"]), bins=30, alpha=0.6, density=True,
-                    label="optimised")  # fmt: skip
-        row[2].set_title("⟨τ_p²⟩ (GPa²)")
-        row[2].legend(fontsize=8)
-        for k in range(found.means.shape[0]):
-            chosen = found.labels == k
-            row[3].scatter(found.embedding[chosen, 0], found.embedding[chosen, 1], s=6,
-                           label=f"cluster {k + 1} ({int(chosen.sum())})")  # fmt: skip
-        row[3].set_title("Isomap of optimised concentrations")
-        row[3].legend(fontsize=8)
-    save_figure(fig, figure)
+    figures.figure_design(panels, tau2_train, variance_train, settings, figure)
