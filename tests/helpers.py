@@ -55,6 +55,17 @@ def planned_jobs(workdir: Path, *args: str, env: dict | None = None) -> dict[str
     return job_counts(result.stdout + result.stderr)
 
 
+def planned_after_editing(workdir: Path, module: str, *args: str) -> dict[str, int]:
+    """The jobs an edit of ``src/latentmech/<module>`` plans; the file is restored afterwards."""
+    path = REPO / "src" / "latentmech" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        return planned_jobs(workdir, *args)
+    finally:
+        path.write_text(original)  # same content, new mtime: nothing to do
+
+
 def job_counts(text: str) -> dict[str, int]:
     """Rule → number of jobs in a dry run's "Job stats" table (empty when nothing is to be done)."""
     counts: dict[str, int] = {}

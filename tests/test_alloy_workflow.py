@@ -13,7 +13,14 @@ import xarray as xr
 
 from latentmech.alloy.dump import read_dump
 from latentmech.alloy.plan import AlloyPlan
-from tests.helpers import REPO, planned_jobs, snakemake, tiny_alloy_config, write_config
+from tests.helpers import (
+    REPO,
+    planned_after_editing,
+    planned_jobs,
+    snakemake,
+    tiny_alloy_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -136,29 +143,18 @@ def test_nothing_to_do_then_only_what_a_change_touches(alloy_run: Path) -> None:
     write_config(alloy_run / "config.yaml", tiny_alloy_config())
 
 
-def _planned_after_editing(workdir: Path, module: str, targets: list[str]) -> dict[str, int]:
-    """The jobs an edit of ``latentmech/<module>`` plans; the file is restored afterwards."""
-    path = REPO / "src" / "latentmech" / module
-    original = path.read_text()
-    try:
-        path.write_text(original + "\n# an edit\n")
-        return planned_jobs(workdir, *targets)
-    finally:
-        path.write_text(original)
-
-
 def test_code_edits_rerun_what_runs_that_code_and_never_lammps_for_a_model_edit(
     alloy_run: Path,
 ) -> None:
     targets = alloy_targets(tiny_alloy_config())
     model_jobs = {"alloy_dataset": 1, "alloy_train_cvae": 1, "alloy_evaluate": 1,
                   "alloy_sample": 1, "alloy_design": 2, "alloy_design_summary": 1}  # fmt: skip
-    assert _planned_after_editing(alloy_run, "alloy/stages.py", targets) == model_jobs
-    assert _planned_after_editing(alloy_run, "alloy/figures.py", targets) == {
+    assert planned_after_editing(alloy_run, "alloy/stages.py", *targets) == model_jobs
+    assert planned_after_editing(alloy_run, "alloy/figures.py", *targets) == {
         "alloy_evaluate": 1, "alloy_sample": 1, "alloy_design_summary": 1}  # fmt: skip
-    assert _planned_after_editing(alloy_run, "alloy/blocks.py", targets) == {
+    assert planned_after_editing(alloy_run, "alloy/blocks.py", *targets) == {
         "alloy_fields": 5, **model_jobs}  # fmt: skip
-    assert _planned_after_editing(alloy_run, "alloy/md.py", targets) == {
+    assert planned_after_editing(alloy_run, "alloy/md.py", *targets) == {
         "alloy_md": 5, "alloy_fields": 5, **model_jobs}  # fmt: skip
     assert planned_jobs(alloy_run, *targets) == {}  # restored: same content, nothing to do
 

@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from tests.helpers import REPO, planned_jobs, snakemake, tiny_synthetic_config, write_config
+from tests.helpers import (
+    REPO,
+    planned_after_editing,
+    planned_jobs,
+    snakemake,
+    tiny_synthetic_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -94,13 +101,7 @@ def test_second_dry_run_has_nothing_to_do(synthetic_run: Path) -> None:
 
 
 def test_editing_code_reruns_its_rules_and_touching_it_nothing(synthetic_run: Path) -> None:
-    module = REPO / "src" / "latentmech" / "dic" / "prep.py"
-    original = module.read_text()
-    try:
-        module.write_text(original + "\n# an edit\n")
-        edited = planned_jobs(synthetic_run)
-    finally:
-        module.write_text(original)  # same content, new mtime: nothing to do
+    edited = planned_after_editing(synthetic_run, "dic/prep.py")
     assert edited == {
         "dic_preprocess": DATABASE_SAMPLES + EXTENSION_SAMPLES,
         "dic_detect_events": DATABASE_SAMPLES + EXTENSION_SAMPLES,

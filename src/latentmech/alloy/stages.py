@@ -37,6 +37,7 @@ from latentmech.core.store import (
 )
 
 Settings = Mapping[str, Any]
+TAU2_UNITS = f"{UNITS['stress']}2"  #: ⟨τ_p²⟩ of Eq. 6, the square of the stress unit
 
 
 # -- dataset -------------------------------------------------------------------------------------
@@ -405,14 +406,23 @@ def design(dataset: Path, model: Path, sidecar: Path, design: Path, settings: Se
     terms = [k for k in inverse.TERMS if k in history]
     out = xr.Dataset(
         {
-            "concentration": (("candidate", "element", "x", "y", "z"), result.concentration),
+            "concentration": (
+                ("candidate", "element", "x", "y", "z"),
+                result.concentration,
+                {"units": UNITS["concentration"]},
+            ),
             "initial_concentration": (
                 ("candidate", "element", "x", "y", "z"),
                 result.initial_concentration,
+                {"units": UNITS["concentration"]},
             ),
-            "stress": (("candidate", "component", "x", "y", "z"), result.stress),
-            "tau2_before": (("candidate",), result.tau2_before),
-            "tau2_after": (("candidate",), result.tau2_after),
+            "stress": (
+                ("candidate", "component", "x", "y", "z"),
+                result.stress,
+                {"units": UNITS["stress"]},
+            ),
+            "tau2_before": (("candidate",), result.tau2_before, {"units": TAU2_UNITS}),
+            "tau2_after": (("candidate",), result.tau2_after, {"units": TAU2_UNITS}),
             "mre_c": (("candidate",), result.mre["c"]),
             "mre_w": (("candidate",), result.mre["w"]),
             "variance_before": (("candidate", "element"), result.variance_before),
@@ -430,11 +440,6 @@ def design(dataset: Path, model: Path, sidecar: Path, design: Path, settings: Se
             "iteration": history["iteration"],
         },
     )
-    for name, units in (("concentration", UNITS["concentration"]),
-                        ("initial_concentration", UNITS["concentration"]),
-                        ("stress", UNITS["stress"]), ("tau2_before", "GPa2"),
-                        ("tau2_after", "GPa2")):  # fmt: skip
-        out[name].attrs["units"] = units
     summary = {k: float(v) for k, v in result.summary().items()}
     write_zarr(out, design, attrs=provenance("alloy_design", settings, code) | summary
                | {"method": settings["method"]})  # fmt: skip
